@@ -1,0 +1,28 @@
+"""Pieces shared by the commands that act on one artifact (eval, profile)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+report_option = click.option(
+    "--report", "report_path", type=click.Path(path_type=Path),
+    help="report.json to add the result to (default: report.json beside the artifact).")
+
+
+def merge_into_report(artifact: Path, report_path: Path | None, block: str, value: dict,
+                      model_summary: dict | None = None) -> Path:
+    """Put ``value`` as the ``block`` of the artifact's cell in the report, creating the
+    report or the cell as needed; the write is atomic."""
+    from edgeq.report.schema import (load_report, new_report, result_from_manifest,
+                                     save_report, upsert_result)
+    from edgeq.stages import artifact_info
+
+    path = report_path or Path(artifact).parent / "report.json"
+    report = load_report(path, must_exist=False) or new_report(model_summary)
+    manifest, _ = artifact_info(artifact)
+    cell = result_from_manifest(manifest, str(artifact))
+    cell[block] = value
+    upsert_result(report, cell)
+    save_report(path, report)
+    return path

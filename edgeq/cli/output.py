@@ -1,0 +1,76 @@
+"""Output for the CLI: JSON on stdout with --json, human tables on stderr."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "-"
+    for div, unit in ((2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def fmt(v, digits: int = 2, suffix: str = "") -> str:
+    return "-" if v is None else f"{v:.{digits}f}{suffix}"
+
+
+def results_table(report: dict, title: str = "results"):
+    """One row per result: target, recipe, size, accuracy and drop, latency, delegation."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("target", "recipe", "size", "accuracy", "drop", "p50 ms", "p90 ms",
+                "peak mem", "delegated", "ops on CPU"):
+        t.add_column(col, justify="left" if col in ("target", "recipe", "ops on CPU")
+                     else "right")
+    for r in report["results"]:
+        if r.get("error"):
+            t.add_row(r.get("target", "?"), r.get("recipe", "?"), "-", "-", "-", "-", "-", "-",
+                      "-", f"[red]failed: {r['error']}[/]")
+            continue
+        acc = r.get("accuracy") or {}
+        prof = r.get("profile") or {}
+        lat = prof.get("latency_ms") or {}
+        d = r.get("delegation") or {}
+        unit = "%" if acc.get("metric") in ("top1", "agreement") else ""
+        accs = f"{acc.get('metric', '')} {fmt(acc.get('value'), 2, unit)}" if acc else "-"
+        share = d.get("delegated_share")
+        cpu_ops = ", ".join(f"{o['op']}×{o['count']}" for o in d.get("fallback_ops", [])) or "-"
+        t.add_row(r["target"], r["recipe"], fmt_bytes(r["artifact"]["size_bytes"]), accs,
+                  fmt(acc.get("drop")), fmt(lat.get("p50"), 3), fmt(lat.get("p90"), 3),
+                  fmt_bytes(prof.get("peak_memory_bytes")),
+                  "-" if share is None else f"{share:.0%}", cpu_ops)
+    return t
+
+
+def budgets_table(rows: list[dict]):
+    from rich.table import Table
+
+    from edgeq.report.budgets import format_value
+
+    t = Table(title="budgets", title_justify="left")
+    for col in ("budget", "target", "recipe", "limit", "value", "result"):
+        t.add_column(col)
+    for b in rows:
+        res = "[green]pass[/]" if b["passed"] else f"[red]FAIL[/] {b.get('reason', '')}"
+        t.add_row(b["name"], str(b.get("target")), str(b.get("recipe")),
+                  format_value(b["limit"], b["unit"]), format_value(b["value"], b["unit"]), res)
+    return t
+
+
+def print_table(table) -> None:
+    from edgeq.progress import console
+
+    console().print(table)

@@ -1,0 +1,148 @@
+"""The flow over several cells: one model, several recipes and targets, one report.
+Used by ``edgeq export`` and ``edgeq demo`` (and later by ``edgeq run``). A cell that fails
+is recorded with its one-line reason and does not stop the others."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.errors import BadInput, EdgeqError
+from edgeq.progress import QUIET
+from edgeq.report.schema import load_report, new_report, save_report, upsert_result
+
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class FlowOptions:
+    """Everything ``export`` needs beyond model, targets and recipes."""
+
+    out_dir: Path
+    calib: str | None = None
+    calib_samples: int | None = None
+    observer: str | None = None
+    keep_float: tuple[str, ...] = ()
+    qat_data: str | None = None
+    qat_epochs: int = 3
+    lr: float = 1e-3
+    qat_loss: str = "auto"
+    input_shape: str | None = None
+    trust_pickle: bool = False
+    force: bool = False
+    image_opts: object = None
+
+
+def _targets(names: list[str]):
+    from edgeq.targets import all_targets, get_target
+
+    if "all" in names:
+        return list(all_targets().values())
+    return [get_target(n) for n in dict.fromkeys(names)]
+
+
+def _load_data(source: str, model, opts, flag: str):
+    from edgeq import data as data_mod
+    from edgeq.models import output_size
+
+    ds = data_mod.load_dataset(source, model.input_names, opts.image_opts)
+    data_mod.check_against_model(ds, model.input_names, model.input_shapes, output_size(model))
+    return ds
+
+
+def open_report(out_dir: Path, model) -> dict:
+    """The report in ``out_dir`` when it is about the same model, else a new one."""
+    existing = load_report(Path(out_dir) / REPORT_NAME, must_exist=False)
+    if existing and (existing.get("model") or {}).get("sha256") == model.sha256:
+        return existing
+    return new_report(model.summary())
+
+
+def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[str],
+                  opts: FlowOptions, progress=QUIET, qat_recipes: list[str] | None = None):
+    """Export every (recipe, target) cell. ``qat_recipes`` are recipes exported with QAT
+    (needs ``opts.qat_data``); when ``opts.qat_data`` is set and ``qat_recipes`` is None,
+    every quantized recipe is QAT. Returns (model, report, exit code: 0 or the worst
+    failure's)."""
+    from edgeq.models import load_model
+    from edgeq.quantize.pt2e import QatConfig
+    from edgeq.recipes import load_recipe
+    from edgeq.report.schema import result_from_manifest
+    from edgeq.stages import ExportOptions, export
+
+    targets = _targets(target_names)
+    recipes = [load_recipe(r) for r in recipe_specs]
+    if opts.observer:
+        recipes = [r.with_(activation_observer=opts.observer) if r.quantized else r
+                   for r in recipes]
+    if opts.keep_float:
+        recipes = [r.with_(keep_float=tuple(opts.keep_float)) if r.quantized else r
+                   for r in recipes]
+    model = load_model(model_spec, opts.input_shape, opts.trust_pickle)
+    calib = _load_data(opts.calib, model, opts, "--calib") if opts.calib else None
+    qat = None
+    if opts.qat_data:
+        if opts.qat_epochs < 1 or opts.lr <= 0:
+            raise BadInput("--qat-epochs must be at least 1 and --lr positive")
+        qat = QatConfig(_load_data(opts.qat_data, model, opts, "--qat-data"),
+                        epochs=opts.qat_epochs, lr=opts.lr, loss=opts.qat_loss)
+    cells = []
+    for r in recipes:
+        if not r.quantized:
+            cells.append((r, None))
+            continue
+        if qat_recipes is None:
+            cells.append((r, qat))
+        else:
+            if r.name in qat_recipes or not qat:
+                cells.append((r, None))
+            if qat and r.name in qat_recipes:
+                cells.append((r, qat))
+    if any(r.quantized and q is None for r, q in cells) and calib is None and qat is None:
+        raise BadInput("quantized recipes need calibration data: pass --calib DATA "
+                       "(or --qat-data DATA for QAT)")
+    report = open_report(opts.out_dir, model)
+    eopts = ExportOptions(Path(opts.out_dir), opts.force, opts.calib_samples)
+    worst = 0
+    for recipe, q in cells:
+        for target in targets:
+            try:
+                manifest = export(model, target, recipe, calib, q, eopts, progress)
+                upsert_result(report, result_from_manifest(manifest,
+                                                           manifest["artifact"]["path"]))
+            except EdgeqError as e:
+                if len(cells) * len(targets) == 1:
+                    raise
+                worst = max(worst, e.exit_code)
+                report["results"].append({"target": target.name,
+                                          "recipe": recipe.name + ("-qat" if q else ""),
+                                          "artifact": None, "error": str(e)})
+    save_report(Path(opts.out_dir) / REPORT_NAME, report)
+    return model, report, worst
+
+
+def evaluate_report(report: dict, data_source: str, model, opts: FlowOptions,
+                    out_dir: Path, progress=QUIET) -> dict:
+    """Evaluate every artifact in the report on ``data_source``, against ``model``."""
+    from edgeq.stages import evaluate
+
+    ds = _load_data(data_source, model, opts, "--data")
+    for cell in report["results"]:
+        if cell.get("artifact") and not cell.get("error"):
+            cell["accuracy"] = evaluate(Path(cell["artifact"]["path"]), ds, model, None,
+                                        progress)
+            cell["accuracy"]["data"] = ds.source
+    save_report(Path(out_dir) / REPORT_NAME, report)
+    return report
+
+
+def profile_report(report: dict, inputs, runs: int, warmup: int, threads: int,
+                   out_dir: Path, progress=QUIET) -> dict:
+    """Profile every artifact in the report on this machine with ``inputs``."""
+    from edgeq.stages import profile_local
+
+    for cell in report["results"]:
+        if cell.get("artifact") and not cell.get("error"):
+            cell["profile"] = profile_local(Path(cell["artifact"]["path"]), inputs, runs,
+                                            warmup, threads, progress)
+    save_report(Path(out_dir) / REPORT_NAME, report)
+    return report

@@ -1,0 +1,1 @@
+"""Latency statistics, local benchmarking, memory (and later energy, thermal, estimates)."""

@@ -1,0 +1,1 @@
+"""Runtime-neutral quantization passes (PT2E PTQ/QAT driver, observer choice)."""

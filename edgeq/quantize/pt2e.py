@@ -1,0 +1,172 @@
+"""The PT2E driver: export, prepare with a runtime's quantizer, calibrate or fine-tune
+(QAT), convert. The quantizer comes from the runtime; everything here is shared."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeq.errors import BadInput, ExportFailure
+
+CALIB_BATCH = 32
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """Quantization-aware fine-tuning. ``loss``: ``auto`` picks cross-entropy when the data
+    has labels, otherwise distillation from the fp32 model (KL on logits for 2-D outputs,
+    MSE otherwise). ``lr`` is the SGD learning rate."""
+
+    data: object  # edgeq.data.Dataset
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    loss: str = "auto"
+    seed: int = 0
+
+
+def activation_observer(name: str):
+    """The torchao observer class for an edgeq observer name (see ``recipes.OBSERVERS``)."""
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
+
+    return {"minmax": MinMaxObserver, "histogram": HistogramObserver}[name]
+
+
+def resolve_keep_float(module, patterns) -> list[str]:
+    """Module names matching the ``--keep-float`` patterns; a pattern matching nothing is an
+    error (a typo would otherwise silently quantize everything)."""
+    names = [n for n, _ in module.named_modules() if n]
+    out: list[str] = []
+    for pat in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pat)]
+        if not hits:
+            raise BadInput(f"--keep-float '{pat}' matches no module; module names look like "
+                           f"{', '.join(names[:5])}")
+        out += [h for h in hits if h not in out]
+    return out
+
+
+_SRC_LINE = re.compile(r'File "([^"]+)", line (\d+)')
+_OP = re.compile(r"(aten\.[\w.]+|torch\.ops\.[\w.]+|[\w.]+\.default)")
+
+
+def describe_export_error(e: Exception, what: str) -> ExportFailure:
+    """One line naming the op and, when the message has one, the user's source line."""
+    msg = str(e)
+    first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), type(e).__name__)
+    op = _OP.search(msg)
+    user = [m for m in _SRC_LINE.finditer(msg) if "site-packages" not in m.group(1)]
+    where = f" at {user[-1].group(1)}:{user[-1].group(2)}" if user else ""
+    opname = f" (op {op.group(1)})" if op and op.group(1) not in first else ""
+    return ExportFailure(f"{what} failed{opname}{where}: {first[:300]}")
+
+
+def export(module, example_inputs: tuple, dynamic_batch: bool):
+    """``torch.export`` the module; with ``dynamic_batch`` the first axis is left free so
+    calibration and QAT can run on batches. Returns (graph module, batch dynamic?)."""
+    import copy
+
+    import torch
+
+    # torch.export shares parameter storage with ``module``: QAT would train the caller's
+    # fp32 model (the reference and the distillation teacher) in place. Export a copy.
+    module = copy.deepcopy(module)
+    if dynamic_batch:
+        doubled = tuple(torch.cat([t, t]) for t in example_inputs)
+        shapes = tuple({0: torch.export.Dim.AUTO} for _ in example_inputs)
+        try:
+            ep = torch.export.export(module, doubled, dynamic_shapes=shapes)
+            return ep.module(), True
+        except Exception:
+            pass  # Models that hard-code the batch size: fall back to a static export.
+    try:
+        ep = torch.export.export(module, example_inputs)
+    except Exception as e:
+        raise describe_export_error(e, "torch.export") from e
+    return ep.module(), False
+
+
+def _batches(ds, batch: int, dynamic: bool):
+    import torch
+
+    size = batch if dynamic else 1
+    for xs, y in ds.batches(size):
+        yield [torch.from_numpy(np.ascontiguousarray(x)) for x in xs], y
+
+
+def ptq(model, quantizer, calib, progress):
+    """Static post-training quantization: prepare, run ``calib``, convert."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    gm, dynamic = export(model.module, model.example_inputs, dynamic_batch=True)
+    try:
+        prepared = prepare_pt2e(gm, quantizer)
+    except Exception as e:
+        raise describe_export_error(e, "quantizer preparation") from e
+    with torch.no_grad(), progress.task(f"calibrating on {len(calib)} samples",
+                                        total=len(calib)) as advance:
+        for xs, _ in _batches(calib, CALIB_BATCH, dynamic):
+            prepared(*xs)
+            advance(len(xs[0]))
+    return convert_pt2e(prepared)
+
+
+def _loss_fn(kind: str, has_labels: bool):
+    import torch.nn.functional as F
+
+    if kind == "auto":
+        kind = "ce" if has_labels else "kd"
+    if kind == "ce":
+        if not has_labels:
+            raise BadInput("--qat-loss ce needs labels ('y') in the QAT data")
+        return lambda out, teacher, y: F.cross_entropy(out, y)
+
+    def distill(out, teacher, y):
+        if out.dim() == 2:
+            return F.kl_div(F.log_softmax(out, -1), F.softmax(teacher, -1),
+                            reduction="batchmean")
+        return F.mse_loss(out, teacher)
+
+    return distill
+
+
+def qat(model, quantizer, cfg: QatConfig, progress):
+    """Quantization-aware training from the fp32 weights, then convert."""
+    import torch
+    from torchao.quantization.pt2e import (move_exported_model_to_eval,
+                                           move_exported_model_to_train)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    gm, dynamic = export(model.module, model.example_inputs, dynamic_batch=True)
+    try:
+        prepared = prepare_qat_pt2e(gm, quantizer)
+    except Exception as e:
+        raise describe_export_error(e, "QAT preparation") from e
+    data = cfg.data
+    loss_fn = _loss_fn(cfg.loss, data.labels is not None)
+    teacher = model.module
+    opt = torch.optim.SGD(prepared.parameters(), lr=cfg.lr, momentum=0.9)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    batch = cfg.batch_size if dynamic else 1
+    steps = cfg.epochs * -(-len(data) // batch)
+    with progress.task(f"QAT: {cfg.epochs} epochs on {len(data)} samples", total=steps) as adv:
+        for epoch in range(cfg.epochs):
+            move_exported_model_to_train(prepared)
+            for idx in np.array_split(rng.permutation(len(data)), steps // cfg.epochs):
+                sub = data.subset(idx)
+                xs = [torch.from_numpy(np.ascontiguousarray(a)) for a in sub.inputs.values()]
+                y = None if sub.labels is None else torch.from_numpy(sub.labels)
+                with torch.no_grad():
+                    teacher_out = teacher(*xs)
+                out = prepared(*xs)
+                loss = loss_fn(out, teacher_out, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                adv(1)
+    move_exported_model_to_eval(prepared)
+    return convert_pt2e(prepared)

@@ -1,0 +1,1 @@
+"""report.json (one schema every stage writes and ``check`` reads), budgets, writers."""

@@ -1,0 +1,77 @@
+"""What every runtime module provides. Plain data crosses this boundary: numpy arrays,
+paths and dicts, so the rest of edgeq never imports a runtime's own package."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class BuildRequest:
+    """Everything a runtime needs to produce one artifact."""
+
+    model: object  # edgeq.models.LoadedModel
+    recipe: object  # edgeq.recipes.Recipe
+    target: object  # edgeq.targets.Target
+    calib: object | None  # edgeq.data.Dataset, already selected
+    qat: object | None  # edgeq.quantize.pt2e.QatConfig
+    out_path: Path
+    progress: object  # edgeq.progress.Progress
+
+
+@dataclass
+class Delegation:
+    """How much of the graph runs in the delegate. ``fallback_ops`` maps each op left on
+    the runtime's portable CPU path to how many times it occurs."""
+
+    delegated_nodes: int
+    total_nodes: int
+    fallback_ops: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        share = self.delegated_nodes / self.total_nodes if self.total_nodes else None
+        return {"delegated_nodes": self.delegated_nodes, "total_nodes": self.total_nodes,
+                "delegated_share": None if share is None else round(share, 4),
+                "fallback_ops": [{"op": k, "count": v}
+                                 for k, v in sorted(self.fallback_ops.items())]}
+
+
+@dataclass
+class Bench:
+    """Latency samples of one artifact in a separate process. ``runner`` says what ran it
+    (``native`` or ``python``); ``peak_rss_bytes`` is that process's VmHWM."""
+
+    times_ms: list[float]
+    peak_rss_bytes: int | None
+    runner: str
+    threads_applied: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class Session(Protocol):
+    input_shapes: list[tuple]  # one per input, batch first
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the packages this runtime uses (for manifests and doctor)."""
+
+    def check(self) -> list[tuple[str, bool, str]]:
+        """(component, ok, detail or fix) rows for ``edgeq doctor``."""
+
+    def build(self, req: BuildRequest) -> Delegation:
+        """Quantize (per ``req.recipe``) and lower to ``req.out_path``, written atomically."""
+
+    def open(self, artifact: Path) -> Session:
+        """Load an artifact for inference on this host; BadInput when it is corrupt."""
+
+    def benchmark(self, artifact: Path, inputs: list[np.ndarray], runs: int, warmup: int,
+                  threads: int) -> Bench:
+        """Time ``runs`` inferences after ``warmup`` in a separate process."""

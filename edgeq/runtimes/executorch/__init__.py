@@ -1,0 +1,195 @@
+"""ExecuTorch: XNNPACKQuantizer for PT2E, ``to_edge_transform_and_lower`` with the XNNPACK
+partitioner, ``executorch.runtime`` on the host, and a native runner for timing."""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.artifacts import atomic_write
+from edgeq.errors import BadInput, RuntimeFailure
+from edgeq.runtimes.base import Bench, BuildRequest, Delegation
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """ExecuTorch's C++ logs cpuinfo probing to fd 2 on every load; keep it off the user's
+    terminal. Python-level exceptions still propagate."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _Session:
+    def __init__(self, method, path: Path):
+        self.method, self.path = method, path
+        meta = method.metadata
+        self.input_shapes = [tuple(meta.input_tensor_meta(i).sizes())
+                             for i in range(meta.num_inputs())]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        try:
+            outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(x))
+                                        for x in inputs])
+        except Exception as e:
+            raise RuntimeFailure(f"ExecuTorch failed to run '{self.path}': {e}") from e
+        return [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs]
+
+
+class ExecuTorchRuntime:
+    name = "executorch"
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for pkg in ("executorch", "torch", "torchao"):
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = "missing"
+        return out
+
+    def check(self) -> list[tuple[str, bool, str]]:
+        from edgeq.runtimes.executorch import native
+
+        rows = []
+        v = self.versions()
+        for pkg in ("torch", "torchao", "executorch"):
+            ok = v[pkg] != "missing"
+            rows.append((pkg, ok, v[pkg] if ok else f"pip install {pkg}"))
+        cxx = native.compiler()
+        rows.append(("native .pte runner", cxx is not None,
+                     f"built with {cxx} on first profile" if cxx else
+                     "no C++ compiler: install g++ (apt-get install g++); profiling falls "
+                     "back to the Python runtime"))
+        return rows
+
+    # -- build ---------------------------------------------------------------------------
+    def quantizer(self, recipe, qat: bool, keep_float: list[str]):
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer, get_symmetric_quantization_config)
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import \
+            QuantizationConfig
+        import dataclasses
+
+        from edgeq.quantize.pt2e import activation_observer
+
+        cfg = get_symmetric_quantization_config(
+            is_per_channel=recipe.weight_granularity == "per-channel", is_qat=qat)
+        if not qat and recipe.activation_observer != "histogram":
+            obs = activation_observer(recipe.activation_observer).with_args(eps=2 ** -12)
+            act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=obs)
+            cfg = QuantizationConfig(act, act, cfg.weight, cfg.bias, cfg.is_qat)
+        q = XNNPACKQuantizer().set_global(cfg)
+        for name in keep_float:
+            q.set_module_name(name, None)
+        return q
+
+    def build(self, req: BuildRequest) -> Delegation:
+        import torch
+
+        from edgeq.quantize import pt2e
+
+        module = req.model.module
+        if req.recipe.quantized:
+            keep = pt2e.resolve_keep_float(req.model.module, req.recipe.keep_float)
+            q = self.quantizer(req.recipe, req.qat is not None, keep)
+            module = (pt2e.qat(req.model, q, req.qat, req.progress) if req.qat else
+                      pt2e.ptq(req.model, q, req.calib, req.progress))
+        with req.progress.task(f"lowering to {req.target.name}"):
+            try:
+                ep = torch.export.export(module, req.model.example_inputs)
+            except Exception as e:
+                raise pt2e.describe_export_error(e, "torch.export") from e
+            program, delegation = self.lower(ep)
+        atomic_write(req.out_path, program)
+        return delegation
+
+    def lower(self, ep) -> tuple[bytes, Delegation]:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import \
+            XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        from edgeq.quantize.pt2e import describe_export_error
+
+        try:
+            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        except Exception as e:
+            raise describe_export_error(e, "XNNPACK lowering") from e
+        delegation = delegation_summary(edge.exported_program().graph_module)
+        try:
+            program = edge.to_executorch()
+        except Exception as e:
+            raise describe_export_error(e, "ExecuTorch program emission") from e
+        return program.buffer, delegation
+
+    # -- run -----------------------------------------------------------------------------
+    def open(self, artifact: Path) -> _Session:
+        from executorch.runtime import Runtime
+
+        artifact = Path(artifact)
+        try:
+            with _quiet_native_stderr():
+                program = Runtime.get().load_program(str(artifact))
+                method = program.load_method("forward")
+        except Exception as e:
+            raise BadInput(f"artifact '{artifact}' is not a loadable ExecuTorch program "
+                           f"(corrupt or truncated?): {str(e).splitlines()[0][:200]}") from e
+        return _Session(method, artifact)
+
+    def benchmark(self, artifact: Path, inputs, runs: int, warmup: int, threads: int) -> Bench:
+        from edgeq.profiling.worker import benchmark_in_subprocess
+        from edgeq.runtimes.executorch import native
+
+        self.open(artifact)  # a corrupt file is bad input, not a runner failure
+        notes = []
+        if native.compiler() is not None:
+            try:
+                runner = native.build_runner()
+                r = native.run(runner, Path(artifact), inputs, runs, warmup, threads)
+                return Bench(r.times_ms, r.peak_rss_bytes, "native", r.threads_applied)
+            except RuntimeFailure as e:
+                notes.append(f"native runner unavailable ({e}); used the Python runtime")
+        else:
+            notes.append("no C++ compiler found; timed with the Python runtime (includes "
+                         "Python call overhead)")
+        bench = benchmark_in_subprocess(self.name, artifact, inputs, runs, warmup, threads)
+        bench.notes = notes + bench.notes
+        return bench
+
+
+def delegation_summary(gm) -> Delegation:
+    """Count ops inside XNNPACK delegate blobs against ops left in the top-level graph."""
+    import operator
+
+    delegated, fallback = 0, Counter()
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        if "executorch_call_delegate" in str(node.target):
+            lowered = getattr(gm, node.args[0].target)
+            delegated += sum(1 for n in lowered.original_module.graph.nodes
+                             if n.op == "call_function" and n.target is not operator.getitem)
+        else:
+            name = getattr(node.target, "__name__", str(node.target))
+            fallback[name.replace("aten.", "").replace(".default", "")] += 1
+    return Delegation(delegated, delegated + sum(fallback.values()), dict(fallback))
+
+
+RUNTIME = ExecuTorchRuntime()
