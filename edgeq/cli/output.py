@@ -26,6 +26,11 @@ def fmt(v, digits: int = 2, suffix: str = "") -> str:
     return "-" if v is None else f"{v:.{digits}f}{suffix}"
 
 
+def fmt_ms(v) -> str:
+    """Three significant digits: tiny models run in microseconds."""
+    return "-" if v is None else f"{v:.3g}"
+
+
 def results_table(report: dict, title: str = "results"):
     """One row per result: target, recipe, size, accuracy and drop, latency, delegation."""
     from rich.table import Table
@@ -49,7 +54,7 @@ def results_table(report: dict, title: str = "results"):
         share = d.get("delegated_share")
         cpu_ops = ", ".join(f"{o['op']}×{o['count']}" for o in d.get("fallback_ops", [])) or "-"
         t.add_row(r["target"], r["recipe"], fmt_bytes(r["artifact"]["size_bytes"]), accs,
-                  fmt(acc.get("drop")), fmt(lat.get("p50"), 3), fmt(lat.get("p90"), 3),
+                  fmt(acc.get("drop")), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p90")),
                   fmt_bytes(prof.get("peak_memory_bytes")),
                   "-" if share is None else f"{share:.0%}", cpu_ops)
     return t

@@ -32,7 +32,7 @@ def profile(artifact, device, data, runs, warmup, threads, report_path, as_json)
     import numpy as np
 
     from edgeq.cli.common import merge_into_report
-    from edgeq.cli.output import emit_json, fmt, fmt_bytes, say
+    from edgeq.cli.output import emit_json, fmt_bytes, fmt_ms, say
     from edgeq.errors import BadInput
     from edgeq.progress import Progress
     from edgeq.runtimes import get_runtime
@@ -58,8 +58,8 @@ def profile(artifact, device, data, runs, warmup, threads, report_path, as_json)
         emit_json(block)
     lat = block["latency_ms"]
     say(f"{Path(artifact).name} on {device} ({block['runner']} runner, {threads} thread(s), "
-        f"{lat['runs']} runs): p50 {fmt(lat['p50'], 3)} ms, p90 {fmt(lat['p90'], 3)} ms, "
-        f"p99 {fmt(lat['p99'], 3)} ms, mean {fmt(lat['mean'], 3)} ± {fmt(lat['std'], 3)} ms; "
+        f"{lat['runs']} runs): p50 {fmt_ms(lat['p50'])} ms, p90 {fmt_ms(lat['p90'])} ms, "
+        f"p99 {fmt_ms(lat['p99'])} ms, mean {fmt_ms(lat['mean'])} ± {fmt_ms(lat['std'])} ms; "
         f"peak memory {fmt_bytes(block['peak_memory_bytes'])}")
     for note in block["notes"]:
         say(f"  note: {note}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -48,17 +49,42 @@ def resolve_keep_float(module, patterns) -> list[str]:
     return out
 
 
-_SRC_LINE = re.compile(r'File "([^"]+)", line (\d+)')
+_SRC_LINE = re.compile(r'File "([^"]+)", line (\d+)|File: ([^\s:]+):(\d+)')
 _OP = re.compile(r"(aten\.[\w.]+|torch\.ops\.[\w.]+|[\w.]+\.default)")
 
 
-def describe_export_error(e: Exception, what: str) -> ExportFailure:
-    """One line naming the op and, when the message has one, the user's source line."""
+def _user_frame(text: str) -> str | None:
+    """The last ``file:line`` in ``text`` that is not inside an installed package."""
+    frames = [(m.group(1) or m.group(3), m.group(2) or m.group(4))
+              for m in _SRC_LINE.finditer(text or "")]
+    own = str(Path(__file__).resolve().parents[1])
+    frames = [f for f in frames if "site-packages" not in f[0] and "/torch/" not in f[0]
+              and not f[0].startswith(own)]
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else None
+
+
+def describe_export_error(e: Exception, what: str, graph=None) -> ExportFailure:
+    """One line naming the op and, when it can be found (in the message, or in the stack
+    trace of the graph node running that op), the user's source line."""
     msg = str(e)
     first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), type(e).__name__)
     op = _OP.search(msg)
-    user = [m for m in _SRC_LINE.finditer(msg) if "site-packages" not in m.group(1)]
-    where = f" at {user[-1].group(1)}:{user[-1].group(2)}" if user else ""
+    frame = _user_frame(msg)
+    if frame is None:  # tracing errors are raised with the user's forward() on the stack
+        import traceback
+
+        frame = _user_frame("".join(traceback.format_tb(e.__traceback__)))
+    if frame is None and op is not None and graph is not None:
+        opname = op.group(1).split("aten.")[-1].split(".")[0]
+        for node in graph.nodes:
+            base = str(node.target).split("aten.")[-1].split(".")[0]
+            # Decompositions rename ops (linalg_inv -> linalg_inv_ex): match on prefixes.
+            if node.op == "call_function" and base and (opname.startswith(base) or
+                                                        base.startswith(opname)):
+                frame = _user_frame(node.meta.get("stack_trace", ""))
+                if frame:
+                    break
+    where = f" at {frame}" if frame else ""
     opname = f" (op {op.group(1)})" if op and op.group(1) not in first else ""
     return ExportFailure(f"{what} failed{opname}{where}: {first[:300]}")
 

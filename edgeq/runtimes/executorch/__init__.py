@@ -131,7 +131,7 @@ class ExecuTorchRuntime:
         try:
             edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         except Exception as e:
-            raise describe_export_error(e, "XNNPACK lowering") from e
+            raise describe_export_error(e, "XNNPACK lowering", ep.graph) from e
         delegation = delegation_summary(edge.exported_program().graph_module)
         try:
             program = edge.to_executorch()
