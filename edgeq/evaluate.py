@@ -18,8 +18,17 @@ def run_artifact(session, ds, progress, label: str = "evaluating") -> np.ndarray
 
 
 def run_reference(model, ds, batch: int = 64) -> np.ndarray:
-    """The fp32 PyTorch model's first output over ``ds``."""
+    """The fp32 model's first output over ``ds``: the PyTorch module, or for a model given
+    as a runtime's own file, that file run in its runtime."""
     import torch
+
+    if model.module is None:
+        from edgeq.progress import QUIET
+        from edgeq.runtimes import get_runtime
+        from edgeq.targets import get_target
+
+        session = get_runtime(get_target(model.source_target).runtime).open(model.source_file)
+        return run_artifact(session, ds, QUIET)
 
     outs = []
     with torch.no_grad():

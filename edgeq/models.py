@@ -26,11 +26,13 @@ class LoadedModel:
     """An fp32 model ready to export: the module in eval mode and its example inputs."""
 
     spec: str
-    module: Any  # torch.nn.Module
-    example_inputs: tuple
+    module: Any  # torch.nn.Module, or None for a model given as a runtime's own file
+    example_inputs: tuple  # torch tensors, or numpy arrays when ``module`` is None
     input_names: list[str]
     sha256: str
-    params: int
+    params: int | None
+    source_file: Path | None = None  # an existing .onnx / .tflite given as MODEL
+    source_target: str | None = None  # the target whose runtime reads ``source_file``
 
     @property
     def input_shapes(self) -> list[tuple]:
@@ -123,6 +125,33 @@ def model_hash(module) -> str:
     return h.hexdigest()
 
 
+def _runtime_file_target(path: Path):
+    """The target that reads ``path`` when it is a runtime's own model file (.onnx,
+    .tflite), None for PyTorch model specs."""
+    if path.suffix in ("", ".py", ".pt2") or path.suffix in PICKLE_SUFFIXES:
+        return None
+    from edgeq.targets import target_for_file
+
+    return target_for_file(path.suffix)
+
+
+def _load_runtime_file(spec: str, path: Path) -> LoadedModel:
+    import numpy as np
+
+    from edgeq.artifacts import sha256_file
+    from edgeq.runtimes import get_runtime
+
+    if not path.is_file():
+        raise BadInput(f"model file '{spec}' not found")
+    target = _runtime_file_target(path)
+    session = get_runtime(target.runtime).open(path)
+    names = list(getattr(session, "input_names", None) or
+                 [f"input_{i}" for i in range(len(session.input_shapes))])
+    dtypes = getattr(session, "input_dtypes", None) or ["float32"] * len(names)
+    example = tuple(np.zeros(s, dtype=d) for s, d in zip(session.input_shapes, dtypes))
+    return LoadedModel(spec, None, example, names, sha256_file(path), None, path, target.name)
+
+
 def load_model(spec: str, input_shape: str | None = None,
                trust_pickle: bool = False) -> LoadedModel:
     """Build the fp32 model named by ``spec`` (see the module docstring)."""
@@ -132,6 +161,8 @@ def load_model(spec: str, input_shape: str | None = None,
 
     path = Path(spec)
     example = None
+    if _runtime_file_target(path) is not None:
+        return _load_runtime_file(spec, path)
     if spec in BUILTINS:
         result = _import_factory(BUILTINS[spec][0])()
     elif path.suffix == ".pt2":
@@ -192,6 +223,12 @@ def output_size(model: LoadedModel) -> int:
     """Number of values per sample in the model's first output (classes for a classifier)."""
     import torch
 
+    if model.module is None:
+        from edgeq.runtimes import get_runtime
+        from edgeq.targets import get_target
+
+        session = get_runtime(get_target(model.source_target).runtime).open(model.source_file)
+        return int(session.run(list(model.example_inputs))[0][0].size)
     with torch.no_grad():
         out = model.module(*model.example_inputs)
     out = out[0] if isinstance(out, (tuple, list)) else out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgeq.errors import BadInput
 
-OBSERVERS = ("minmax", "histogram")
+OBSERVERS = ("minmax", "histogram", "entropy", "percentile")
 GRANULARITIES = ("per-channel", "per-tensor")
 METHODS = ("none", "static")
 
@@ -24,7 +24,10 @@ class Recipe:
     ``method``: ``none`` (fp32) or ``static`` (int8 weights and activations; calibrated
     PTQ, or QAT when the export is given QAT data). ``weight_granularity`` applies to
     weights (symmetric, int8); activations are per-tensor affine int8 observed with
-    ``activation_observer``. ``calib_samples`` is how many calibration samples are used.
+    ``activation_observer``: ``minmax``, ``histogram`` (range chosen to minimise the L2
+    quantization error over a histogram, as torchao's HistogramObserver), ``entropy`` (KL
+    divergence) or ``percentile`` (clip at ``percentile``); the last two use
+    ``histogram_bins`` bins. ``calib_samples`` is how many calibration samples are used.
     ``keep_float`` holds module-name patterns (fnmatch) left in fp32."""
 
     name: str = "int8"
@@ -33,6 +36,8 @@ class Recipe:
     weight_granularity: str = "per-channel"
     activation_bits: int = 8
     activation_observer: str = "histogram"
+    percentile: float = 99.99
+    histogram_bins: int = 2048
     calib_samples: int = 256
     keep_float: tuple[str, ...] = ()
     version: int = 1
@@ -71,6 +76,10 @@ def _check(r: Recipe, where: str) -> Recipe:
     if r.quantized and (r.weight_bits, r.activation_bits) != (8, 8):
         raise BadInput(f"recipe {where}: static quantization is int8 (weight_bits and "
                        "activation_bits 8) in this version")
+    if not 50.0 < float(r.percentile) <= 100.0:
+        raise BadInput(f"recipe {where}: percentile {r.percentile} must be in (50, 100]")
+    if not isinstance(r.histogram_bins, int) or r.histogram_bins < 16:
+        raise BadInput(f"recipe {where}: histogram_bins must be an integer >= 16")
     if not isinstance(r.calib_samples, int) or r.calib_samples < 1:
         raise BadInput(f"recipe {where}: calib_samples must be a positive integer")
     return r

@@ -11,7 +11,8 @@ from edgeq.resources import resource_dir
 @dataclass(frozen=True)
 class Target:
     """``runtime`` names the module in ``edgeq.runtimes`` that handles it; ``format`` is the
-    artifact's file extension; ``delegate`` the accelerator library it lowers to."""
+    artifact's file extension and ``also`` other formats it writes beside it (``ort``);
+    ``delegate`` the accelerator library it lowers to; ``options`` are runtime-specific."""
 
     name: str
     runtime: str
@@ -19,6 +20,7 @@ class Target:
     delegate: str
     description: str = ""
     needs: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()
     options: dict = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -31,7 +33,7 @@ def all_targets() -> dict[str, Target]:
         try:
             t = Target(name=d["name"], runtime=d["runtime"], format=d["format"],
                        delegate=d.get("delegate", "none"),
-                       description=d.get("description", ""), needs=tuple(d.get("needs", [])),
+                       description=d.get("description", ""), needs=tuple(d.get("needs", [])), also=tuple(d.get("also", [])),
                        options=d.get("options", {}) or {})
         except KeyError as e:
             raise BadInput(f"target file '{path}': missing key {e}") from e
@@ -50,7 +52,11 @@ def get_target(name: str) -> Target:
 
 def target_for_file(suffix: str) -> Target | None:
     """The first target whose artifacts have this extension (for files without manifest)."""
-    for t in all_targets().values():
+    targets = list(all_targets().values())
+    for t in targets:
         if "." + t.format == suffix:
+            return t
+    for t in targets:
+        if suffix.lstrip(".") in t.also:
             return t
     return None

@@ -21,7 +21,7 @@ from edgeq.cli.options import (force_option, image_options, input_shape_option, 
 @click.option("--calib-samples", type=int, metavar="N",
               help="Calibration samples, chosen deterministically (stratified by label). "
                    "Default: the recipe's (256).")
-@click.option("--observer", type=click.Choice(["minmax", "histogram"]),
+@click.option("--observer", type=click.Choice(["minmax", "histogram", "entropy", "percentile"]),
               help="Activation observer (overrides the recipe; default histogram).")
 @click.option("--keep-float", multiple=True, metavar="PATTERN",
               help="Module names (fnmatch pattern) kept in fp32; repeatable.")

@@ -58,7 +58,7 @@ def _main(argv: list[str]) -> int:
     runtime, artifact, npz, runs, warmup, threads = argv
     with np.load(npz) as z:
         inputs = [z[k] for k in sorted(z.files, key=lambda s: int(s.split("_")[1]))]
-    session = get_runtime(runtime).open(Path(artifact))
+    session = get_runtime(runtime).open(Path(artifact), threads=int(threads))
     for _ in range(int(warmup)):
         session.run(inputs)
     times = []

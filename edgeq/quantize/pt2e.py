@@ -122,8 +122,9 @@ def _batches(ds, batch: int, dynamic: bool):
         yield [torch.from_numpy(np.ascontiguousarray(x)) for x in xs], y
 
 
-def ptq(model, quantizer, calib, progress):
-    """Static post-training quantization: prepare, run ``calib``, convert."""
+def ptq(model, quantizer, calib, progress, fold_quantize: bool = True):
+    """Static post-training quantization: prepare, run ``calib``, convert.
+    ``fold_quantize=False`` keeps weight quantize ops in the graph (litert-torch needs it)."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -137,7 +138,7 @@ def ptq(model, quantizer, calib, progress):
         for xs, _ in _batches(calib, CALIB_BATCH, dynamic):
             prepared(*xs)
             advance(len(xs[0]))
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 
 def _loss_fn(kind: str, has_labels: bool):
@@ -159,7 +160,7 @@ def _loss_fn(kind: str, has_labels: bool):
     return distill
 
 
-def qat(model, quantizer, cfg: QatConfig, progress):
+def qat(model, quantizer, cfg: QatConfig, progress, fold_quantize: bool = True):
     """Quantization-aware training from the fp32 weights, then convert."""
     import torch
     from torchao.quantization.pt2e import (move_exported_model_to_eval,
@@ -195,4 +196,4 @@ def qat(model, quantizer, cfg: QatConfig, progress):
                 opt.step()
                 adv(1)
     move_exported_model_to_eval(prepared)
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)

@@ -53,6 +53,8 @@ class Bench:
 
 class Session(Protocol):
     input_shapes: list[tuple]  # one per input, batch first
+    # Optional: ``input_names`` and ``input_dtypes`` (numpy dtype names), when the format
+    # records them.
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
 
@@ -69,8 +71,9 @@ class Runtime(Protocol):
     def build(self, req: BuildRequest) -> Delegation:
         """Quantize (per ``req.recipe``) and lower to ``req.out_path``, written atomically."""
 
-    def open(self, artifact: Path) -> Session:
-        """Load an artifact for inference on this host; BadInput when it is corrupt."""
+    def open(self, artifact: Path, threads: int | None = None) -> Session:
+        """Load an artifact for inference on this host with ``threads`` CPU threads (None:
+        the runtime's default); BadInput when it is corrupt."""
 
     def benchmark(self, artifact: Path, inputs: list[np.ndarray], runs: int, warmup: int,
                   threads: int) -> Bench:

@@ -90,6 +90,9 @@ class ExecuTorchRuntime:
 
         from edgeq.quantize.pt2e import activation_observer
 
+        if recipe.activation_observer not in ("minmax", "histogram"):
+            raise BadInput(f"observer '{recipe.activation_observer}' is not available for "
+                           "ExecuTorch targets yet; use minmax or histogram")
         cfg = get_symmetric_quantization_config(
             is_per_channel=recipe.weight_granularity == "per-channel", is_qat=qat)
         if not qat and recipe.activation_observer != "histogram":
@@ -140,7 +143,8 @@ class ExecuTorchRuntime:
         return program.buffer, delegation
 
     # -- run -----------------------------------------------------------------------------
-    def open(self, artifact: Path) -> _Session:
+    def open(self, artifact: Path, threads: int | None = None) -> _Session:
+        # The Python runtime has no thread control; the native runner (benchmark) has.
         from executorch.runtime import Runtime
 
         artifact = Path(artifact)
