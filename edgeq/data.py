@@ -7,7 +7,6 @@ argument, optional ``y``), ``.npy``, a folder of images (class sub-folders give 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,25 +142,36 @@ def _from_folder(path: Path, opts: ImageOptions, input_names) -> Dataset:
 def _from_callable(spec: str, input_names) -> Dataset:
     mod_name, _, fn_name = spec.partition(":")
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
+        from edgeq.models import import_module
+
+        fn = getattr(import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise BadInput(f"data '{spec}': cannot import {fn_name} from {mod_name} ({e})") from e
     names = input_names or ["x"]
     cols: dict[str, list] = {n: [] for n in names}
     ys: list = []
-    for batch in fn():
-        y = None
-        if isinstance(batch, dict):
-            y = batch.get("y")
-            xs = [batch[n] for n in names]
-        elif isinstance(batch, (tuple, list)) and len(batch) == len(names) + 1:
-            *xs, y = batch
-        else:
-            xs = list(batch) if isinstance(batch, (tuple, list)) else [batch]
-        for n, a in zip(names, xs):
-            cols[n].append(np.asarray(a))
-        if y is not None:
-            ys.append(np.asarray(y).reshape(-1))
+    try:
+        for batch in fn():
+            y = None
+            if isinstance(batch, dict):
+                y = batch.get("y")
+                xs = [batch[n] for n in names]
+            elif isinstance(batch, (tuple, list)) and len(batch) == len(names) + 1:
+                *xs, y = batch
+            else:
+                xs = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+            for n, a in zip(names, xs):
+                a = np.asarray(a)
+                if a.ndim == 0:
+                    raise BadInput(f"data '{spec}': a batch of '{n}' is a scalar; yield "
+                                   "arrays with a leading sample axis")
+                cols[n].append(a)
+            if y is not None:
+                ys.append(np.asarray(y).reshape(-1))
+    except BadInput:
+        raise
+    except Exception as e:
+        raise BadInput(f"data '{spec}': the function raised {type(e).__name__}: {e}") from e
     if not cols[names[0]]:
         raise BadInput(f"data '{spec}': the function yielded no batches")
     inputs = {n: np.concatenate(v) for n, v in cols.items()}

@@ -49,11 +49,17 @@ def _load_data(source: str, model, opts, flag: str):
     return ds
 
 
-def open_report(out_dir: Path, model) -> dict:
-    """The report in ``out_dir`` when it is about the same model, else a new one."""
-    existing = load_report(Path(out_dir) / REPORT_NAME, must_exist=False)
+def open_report(out_dir: Path, model, force: bool = False) -> dict:
+    """The report in ``out_dir`` when it is about the same model; a new one when there is
+    none (or with ``force``). Another model's report is not silently replaced."""
+    path = Path(out_dir) / REPORT_NAME
+    existing = load_report(path, must_exist=False)
     if existing and (existing.get("model") or {}).get("sha256") == model.sha256:
         return existing
+    if existing and not force:
+        other = (existing.get("model") or {}).get("spec", "another model")
+        raise BadInput(f"'{path}' is the report of model '{other}'; pass --force to replace "
+                       "it or choose another -o")
     return new_report(model.summary())
 
 
@@ -100,7 +106,7 @@ def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[s
     if any(r.quantized and q is None for r, q in cells) and calib is None and qat is None:
         raise BadInput("quantized recipes need calibration data: pass --calib DATA "
                        "(or --qat-data DATA for QAT)")
-    report = open_report(opts.out_dir, model)
+    report = open_report(opts.out_dir, model, opts.force)
     eopts = ExportOptions(Path(opts.out_dir), opts.force, opts.calib_samples)
     worst = 0
     for recipe, q in cells:

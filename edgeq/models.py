@@ -52,6 +52,22 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def import_module(name: str):
+    """Import ``name`` with the current folder on sys.path, as ``python -m`` would have it:
+    the ``edgeq`` console script does not put it there."""
+    import os
+
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
 def _import_factory(spec: str):
     target, _, name = spec.rpartition(":")
     if target.endswith(".py") or "/" in target:
@@ -76,7 +92,7 @@ def _import_factory(spec: str):
         where = f"model file '{target}'"
     else:
         try:
-            module = importlib.import_module(target)
+            module = import_module(target)
         except ImportError as e:
             raise BadInput(f"model '{spec}': cannot import module '{target}' ({e})") from e
         where = f"module '{target}'"
@@ -214,7 +230,8 @@ def load_model(spec: str, input_shape: str | None = None,
         raise BadInput(f"model '{spec}': no example inputs; return (module, example_inputs) "
                        "from the factory or pass --input-shape")
     example = _as_inputs(example, spec)
-    module = module.eval()
+    if path.suffix != ".pt2":  # an exported program's mode was fixed when it was exported
+        module = module.eval()
     return LoadedModel(spec, module, example, _forward_names(module, len(example)),
                        model_hash(module), sum(p.numel() for p in module.parameters()))
 

@@ -123,6 +123,9 @@ def load_recipe(spec: str) -> Recipe:
             raise BadInput(f"recipe file '{spec}' is not valid YAML ({e})".replace("\n", " ")) \
                 from e
         data = data or {}
+        if not isinstance(data, dict):
+            raise BadInput(f"recipe file '{spec}': expected a mapping of recipe fields, "
+                           f"got {type(data).__name__}")
         data.setdefault("name", path.stem)
         return from_dict(data, f"'{spec}'")
     near = difflib.get_close_matches(spec, PRESETS, 1)

@@ -74,7 +74,7 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
                      "delegate": target.delegate},
         recipe=recipe_d, model=model.summary(), delegation=delegation.to_dict(),
         versions=runtime.versions(), extra=extra)
-    manifest["artifact"]["path"] = str(out)
+    manifest["artifact"]["path"] = str(out.resolve())
     return manifest
 
 
@@ -97,7 +97,7 @@ def artifact_info(path: Path) -> tuple[dict, object]:
             raise BadInput(f"artifact '{path}': unknown kind of file '{path.suffix}'")
         manifest = {"target": {"name": target.name}, "recipe": {"name": "unknown"},
                     "delegation": None, "model": None}
-    manifest = dict(manifest, artifact={"path": str(path), "size_bytes": path.stat().st_size,
+    manifest = dict(manifest, artifact={"path": str(path.resolve()), "size_bytes": path.stat().st_size,
                                         "sha256": sha256_file(path)})
     return manifest, target
 

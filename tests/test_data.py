@@ -58,6 +58,18 @@ def test_callable_source(tmp_path, monkeypatch):
     assert len(ds) == 6 and ds.labels.tolist() == [0, 0, 1, 1, 2, 2]
 
 
+@pytest.mark.parametrize("body", ["    raise FileNotFoundError('images/')\n    yield\n",
+                                  "    yield 3.0\n"], ids=["raises", "scalar"])
+def test_callable_source_failures_are_bad_input(tmp_path, monkeypatch, body):
+    (tmp_path / "edgeq_test_bad_src.py").write_text("def batches():\n" + body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+
+    sys.modules.pop("edgeq_test_bad_src", None)
+    with pytest.raises(BadInput, match="edgeq_test_bad_src:batches"):
+        load_dataset("edgeq_test_bad_src:batches", ["x"])
+
+
 def test_empty_nan_and_ragged(tmp_path):
     np.savez(tmp_path / "e.npz", x=np.zeros((0, 1, 8, 8), np.float32))
     with pytest.raises(BadInput, match="empty"):

@@ -44,8 +44,6 @@ def test_module_only_needs_input_shape(work):
     assert load_model(spec, "1,1,8,8").input_shapes == [(1, 1, 8, 8)]
 
 
-@pytest.mark.xfail(reason="BUG: models.py:186 calls .eval() on ExportedProgram.module(), which "
-                          "raises NotImplementedError", strict=True)
 def test_pt2(work, tmp_path):
     m = load_model(work.model)
     path = tmp_path / "tiny.pt2"
@@ -89,7 +87,7 @@ def test_parse_shape_bad(text):
     ("model.py:nothere", "has no factory 'nothere' (callables there: Tiny, build, module_only)"),
     ("no_such_pkg_xyz:build", "cannot import module"),
     ("resnet9000", "not found"),
-    ("weights.onnx", "unsupported kind"),
+    ("weights.h5", "unsupported kind"),
 ])
 def test_bad_specs(work, monkeypatch, spec, msg):
     monkeypatch.chdir(work.root)

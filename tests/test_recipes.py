@@ -48,8 +48,6 @@ def test_bad_yaml(tmp_path, body, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.xfail(reason="BUG: recipes.py:117 calls data.setdefault on a non-mapping YAML "
-                          "document: AttributeError instead of BadInput", strict=True)
 @pytest.mark.parametrize("body", ["- a list", "just a string"])
 def test_yaml_not_a_mapping(tmp_path, body):
     p = tmp_path / "r.yaml"

@@ -10,6 +10,21 @@ report_option = click.option(
     help="report.json to add the result to (default: report.json beside the artifact).")
 
 
+def check_report_path(artifact: Path, report_path: Path | None) -> Path:
+    """Where the result goes; checked before any work so a long run is not lost to a typo."""
+    import os
+
+    from edgeq.errors import BadInput
+
+    path = Path(report_path or Path(artifact).parent / "report.json")
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadInput(f"--report '{path}': folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise BadInput(f"--report '{path}': folder '{parent}' is not writable")
+    return path
+
+
 def merge_into_report(artifact: Path, report_path: Path | None, block: str, value: dict,
                       model_summary: dict | None = None) -> Path:
     """Put ``value`` as the ``block`` of the artifact's cell in the report, creating the

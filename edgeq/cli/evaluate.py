@@ -35,7 +35,7 @@ def evaluate(artifact, data, reference, metric, report_path, input_shape, trust_
       edgeq eval out/model.int8.executorch-xnnpack.pte --data eval.npz --reference model.py:build
     """
     from edgeq import data as data_mod
-    from edgeq.cli.common import merge_into_report
+    from edgeq.cli.common import check_report_path, merge_into_report
     from edgeq.cli.options import build_image_options
     from edgeq.cli.output import emit_json, fmt, say
     from edgeq.errors import BadInput
@@ -45,6 +45,7 @@ def evaluate(artifact, data, reference, metric, report_path, input_shape, trust_
     from edgeq.stages import artifact_info, evaluate as evaluate_stage
 
     _, target = artifact_info(artifact)
+    report_path = check_report_path(artifact, report_path)
     if metric in ("agreement", "cosine", "sqnr") and not reference:
         raise BadInput(f"--metric {metric} compares with the fp32 model: pass --reference MODEL")
     ref = load_model(reference, input_shape, trust_pickle) if reference else None

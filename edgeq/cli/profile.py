@@ -31,7 +31,7 @@ def profile(artifact, device, data, runs, warmup, threads, report_path, as_json)
     """
     import numpy as np
 
-    from edgeq.cli.common import merge_into_report
+    from edgeq.cli.common import check_report_path, merge_into_report
     from edgeq.cli.output import emit_json, fmt_bytes, fmt_ms, say
     from edgeq.errors import BadInput
     from edgeq.progress import Progress
@@ -41,6 +41,7 @@ def profile(artifact, device, data, runs, warmup, threads, report_path, as_json)
     if device != "local":
         raise BadInput(f"--device '{device}': only 'local' is supported in this version")
     _, target = artifact_info(artifact)
+    report_path = check_report_path(artifact, report_path)
     session = get_runtime(target.runtime).open(artifact)
     if data:
         from edgeq import data as data_mod

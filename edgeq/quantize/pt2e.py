@@ -2,7 +2,10 @@
 (QAT), convert. The quantizer comes from the runtime; everything here is shared."""
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +92,17 @@ def describe_export_error(e: Exception, what: str, graph=None) -> ExportFailure:
     return ExportFailure(f"{what} failed{opname}{where}: {first[:300]}")
 
 
+@contextlib.contextmanager
+def quiet_stderr():
+    """torch.export prints the partial graph of a failed trace to sys.stderr before raising;
+    edgeq reports the failure in one line instead. EDGEQ_DEBUG=1 lets it through."""
+    if os.environ.get("EDGEQ_DEBUG"):
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def export(module, example_inputs: tuple, dynamic_batch: bool):
     """``torch.export`` the module; with ``dynamic_batch`` the first axis is left free so
     calibration and QAT can run on batches. Returns (graph module, batch dynamic?)."""
@@ -103,12 +117,14 @@ def export(module, example_inputs: tuple, dynamic_batch: bool):
         doubled = tuple(torch.cat([t, t]) for t in example_inputs)
         shapes = tuple({0: torch.export.Dim.AUTO} for _ in example_inputs)
         try:
-            ep = torch.export.export(module, doubled, dynamic_shapes=shapes)
+            with quiet_stderr():
+                ep = torch.export.export(module, doubled, dynamic_shapes=shapes)
             return ep.module(), True
         except Exception:
             pass  # Models that hard-code the batch size: fall back to a static export.
     try:
-        ep = torch.export.export(module, example_inputs)
+        with quiet_stderr():
+            ep = torch.export.export(module, example_inputs)
     except Exception as e:
         raise describe_export_error(e, "torch.export") from e
     return ep.module(), False

@@ -72,6 +72,8 @@ def parse_budgets(data, where: str) -> list[dict]:
                 limit = parse_size(raw, f"budgets {where}: {key}")
             else:
                 try:
+                    if isinstance(raw, bool):
+                        raise ValueError
                     limit = float(raw)
                 except (TypeError, ValueError):
                     raise BadInput(f"budgets {where}: {key} '{raw}' is not a number") from None

@@ -29,8 +29,17 @@ def result_from_manifest(manifest: dict, artifact_path: str) -> dict:
 
 
 def upsert_result(report: dict, cell: dict) -> dict:
-    """Insert ``cell``, or merge its non-null blocks into the cell for the same artifact."""
+    """Insert ``cell``, or merge its non-null blocks into the cell for the same artifact.
+    A cell for the same path but other bytes (a re-export) is replaced whole: its accuracy
+    and profile were measured on a file that no longer exists."""
     key = cell["artifact"]["sha256"]
+    path = str(Path(cell["artifact"]["path"]).resolve())
+    for i, existing in enumerate(report["results"]):
+        art = existing.get("artifact") or {}
+        if art.get("path") and str(Path(art["path"]).resolve()) == path and \
+                art.get("sha256") != key:
+            report["results"][i] = cell
+            return cell
     for existing in report["results"]:
         if (existing.get("artifact") or {}).get("sha256") == key:
             for k, v in cell.items():

@@ -100,8 +100,12 @@ class ExecuTorchRuntime:
             act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=obs)
             cfg = QuantizationConfig(act, act, cfg.weight, cfg.bias, cfg.is_qat)
         q = XNNPACKQuantizer().set_global(cfg)
-        for name in keep_float:
-            q.set_module_name(name, None)
+        if keep_float:
+            # set_module_name(name, None) asserts in XNNPACKQuantizer: filter nodes instead.
+            from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+            keep = [get_module_name_filter(n) for n in keep_float]
+            q.set_filter_function(lambda node: not any(f(node) for f in keep))
         return q
 
     def build(self, req: BuildRequest) -> Delegation:
@@ -117,7 +121,8 @@ class ExecuTorchRuntime:
                       pt2e.ptq(req.model, q, req.calib, req.progress))
         with req.progress.task(f"lowering to {req.target.name}"):
             try:
-                ep = torch.export.export(module, req.model.example_inputs)
+                with pt2e.quiet_stderr():
+                    ep = torch.export.export(module, req.model.example_inputs)
             except Exception as e:
                 raise pt2e.describe_export_error(e, "torch.export") from e
             program, delegation = self.lower(ep)
