@@ -17,6 +17,12 @@ class BuildWithData(build_py):
                 dst = Path(self.build_lib) / "edgeq" / "_data" / name
                 shutil.rmtree(dst, ignore_errors=True)
                 shutil.copytree(src, dst)
+        # The board-side benchmark script is pushed to ssh devices from the installed package.
+        bench = root / "scripts" / "edgeq_bench.py"
+        if bench.is_file():
+            dst = Path(self.build_lib) / "edgeq" / "_data" / "scripts"
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(bench, dst)
 
 
 setup(cmdclass={"build_py": BuildWithData})

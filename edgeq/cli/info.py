@@ -44,7 +44,6 @@ def targets(as_json):
 def doctor(as_json):
     """Check what is installed and what is missing, with the fix for each."""
     import platform
-    import shutil
 
     from rich.table import Table
 
@@ -55,10 +54,9 @@ def doctor(as_json):
     rows = [("python", True, platform.python_version())]
     for name in dict.fromkeys(t.runtime for t in all_targets().values()):
         rows += get_runtime(name).check()
-    for tool, fix in (("adb", "apt-get install adb (Android devices)"),
-                      ("ssh", "apt-get install openssh-client (Linux boards)")):
-        path = shutil.which(tool)
-        rows.append((tool, path is not None, path or fix))
+    from edgeq.profiling.remote import doctor_rows
+
+    rows += doctor_rows()
     seen, unique = set(), []
     for r in rows:
         if r[0] not in seen:
