@@ -43,7 +43,9 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
 
     name = artifact_name(model, recipe, target, qat is not None)
     out = Path(opts.out_dir) / name
-    prepare_output_dir(Path(opts.out_dir), [name, manifest_path(out).name], opts.force)
+    also = [out.with_suffix("." + f) for f in target.also]
+    prepare_output_dir(Path(opts.out_dir), [name, manifest_path(out).name,
+                                            *(p.name for p in also)], opts.force)
     selected, extra = None, {}
     if recipe.quantized and qat is None:
         if calib is None:
@@ -65,6 +67,10 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
                         ("ce" if qat.data.labels is not None else "kd")}
     runtime = get_runtime(target.runtime)
     delegation = runtime.build(BuildRequest(model, recipe, target, selected, qat, out, progress))
+    from edgeq.artifacts import sha256_file
+
+    extra["also"] = [{"path": p.name, "format": p.suffix[1:], "size_bytes": p.stat().st_size,
+                      "sha256": sha256_file(p)} for p in also if p.is_file()]
     recipe_d = recipe.to_dict()
     if qat is not None:
         recipe_d["name"] = recipe.name + "-qat"
@@ -121,7 +127,11 @@ def evaluate(artifact: Path, ds, reference=None, metric: str | None = None,
     if ds.labels is not None and ref is None:
         data_mod.check_against_model(ds, list(ds.inputs), [a.shape for a in ds.inputs.values()],
                                      outs.reshape(len(outs), -1).shape[1])
-    return accuracy_block(outs, ds.labels, ref, metric)
+    block = accuracy_block(outs, ds.labels, ref, metric)
+    notes = list(getattr(session, "notes", []) or [])
+    if notes:  # e.g. "ran on the CPU provider: this host has no NNAPI"
+        block["notes"] = notes
+    return block
 
 
 def profile_local(artifact: Path, inputs, runs: int, warmup: int, threads: int,

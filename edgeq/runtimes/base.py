@@ -30,13 +30,17 @@ class Delegation:
     delegated_nodes: int
     total_nodes: int
     fallback_ops: dict[str, int] = field(default_factory=dict)
+    # Runtime facts for the manifest beside the counts: the provider used, how coverage was
+    # found (measured or predicted), quantization details, notes.
+    details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         share = self.delegated_nodes / self.total_nodes if self.total_nodes else None
         return {"delegated_nodes": self.delegated_nodes, "total_nodes": self.total_nodes,
                 "delegated_share": None if share is None else round(share, 4),
                 "fallback_ops": [{"op": k, "count": v}
-                                 for k, v in sorted(self.fallback_ops.items())]}
+                                 for k, v in sorted(self.fallback_ops.items())],
+                **self.details}
 
 
 @dataclass
