@@ -141,6 +141,16 @@ def evaluate_report(report: dict, data_source: str, model, opts: FlowOptions,
     return report
 
 
+def profile_inputs(model, data_source: str | None, opts: FlowOptions) -> list:
+    """One real sample to time with (some kernels take data-dependent paths), else the
+    model's example inputs."""
+    import numpy as np
+
+    if data_source:
+        return _load_data(data_source, model, opts, "--data").sample(0)
+    return [np.asarray(t) for t in model.example_inputs]
+
+
 def profile_report(report: dict, inputs, runs: int, warmup: int, threads: int,
                    out_dir: Path, progress=QUIET) -> dict:
     """Profile every artifact in the report on this machine with ``inputs``."""

@@ -33,6 +33,9 @@ from edgeq.cli.options import (force_option, image_options, input_shape_option, 
               show_default=True, help="QAT loss: cross-entropy, distillation, or auto.")
 @click.option("--data", metavar="DATA", help="Evaluation data: each artifact is evaluated "
               "against labels and the fp32 model after export.")
+@click.option("--profile-runs", default=0, show_default=True, metavar="N",
+              help="Also profile every artifact on this machine with N timed runs (0: skip), "
+                   "for a side-by-side latency column.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder for artifacts, manifests and report.json.")
 @input_shape_option
@@ -41,7 +44,7 @@ from edgeq.cli.options import (force_option, image_options, input_shape_option, 
 @image_options
 @json_option
 def export(model, targets, recipe, calib, calib_samples, observer, keep_float, qat_data,
-           qat_epochs, lr, qat_loss, data, out_dir, input_shape, trust_pickle, force, resize,
+           qat_epochs, lr, qat_loss, data, profile_runs, out_dir, input_shape, trust_pickle, force, resize,
            crop, mean, std, grayscale, as_json):
     """Quantize MODEL and lower it to deployable artifacts.
 
@@ -57,6 +60,8 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
           --calib calib.npz -o out/
       edgeq export digits-cnn -t executorch-xnnpack --qat-data digits:train \\
           --data digits:eval -o out/
+      edgeq export model.py:build -t executorch-xnnpack -t onnx-xnnpack -t tflite-xnnpack \\
+          --calib calib.npz --data eval.npz --profile-runs 100 -o out/
     """
     from edgeq.cli.options import build_image_options
     from edgeq.cli.output import emit_json, print_table, results_table
@@ -70,6 +75,11 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
     loaded, report, failed = export_matrix(model, list(targets), [recipe], opts, progress)
     if data:
         evaluate_report(report, data, loaded, opts, out_dir, progress)
+    if profile_runs > 0:
+        from edgeq.flow import profile_inputs, profile_report
+
+        profile_report(report, profile_inputs(loaded, data or calib, opts), profile_runs,
+                       max(1, profile_runs // 10), 1, out_dir, progress)
     if as_json:
         emit_json(report)
     print_table(results_table(report, f"exported to {out_dir}"))
