@@ -54,7 +54,7 @@ def doctor(as_json):
     rows = [("python", True, platform.python_version())]
     for name in dict.fromkeys(t.runtime for t in all_targets().values()):
         rows += get_runtime(name).check()
-    from edgeq.profiling.remote import doctor_rows
+    from edgeq.profiling.runners import doctor_rows
 
     rows += doctor_rows()
     seen, unique = set(), []

@@ -14,7 +14,7 @@ import pytest
 from edgeq.devices.transport import (AdbDevice, DeviceDisconnected, LocalDevice, SshDevice,
                                      normalize_abi, open_device)
 from edgeq.errors import BadInput, RuntimeFailure
-from edgeq.profiling import remote
+from edgeq.profiling import runners
 from edgeq.profiling.remote import ProfileIncomplete, profile_on_device
 
 FAST = dict(idle_s=0.2, energy_interval_s=0.02)
@@ -248,12 +248,12 @@ P99 Latency: 0.00341 s
 
 
 def test_parse_benchmark_model_aggregates():
-    p = remote.parse_output("benchmark_model", [], BENCHMARK_MODEL)  # it logs to stderr
-    lat = remote.latency_block(p)
+    p = runners.parse_output("benchmark_model", [], BENCHMARK_MODEL)  # it logs to stderr
+    lat = runners.latency_block(p)
     assert lat["mean"] == 9.9204 and lat["std"] == 0.141 and lat["min"] == 9.755
     assert lat["runs"] == 50 and lat["p50"] is None and "only aggregates" in lat["percentiles_reason"]
     assert p.peak_bytes == int(21.5 * 2**20)
-    argv = remote.runner_argv(remote.Runner("benchmark_model", "/x/benchmark_model"),
+    argv = runners.runner_argv(runners.Runner("benchmark_model", "/x/benchmark_model"),
                               {"model": "/d/m.tflite", "runner": "/d/benchmark_model"},
                               50, 5, 4, "xnnpack")
     assert "--graph=/d/m.tflite" in argv and "--num_runs=50" in argv and "--use_xnnpack=true" in argv
@@ -263,34 +263,34 @@ def test_parse_benchmark_model_all_same():
     log = ("INFO: count=3 curr=1500(all same)\n"
            "INFO: Inference timings in us: Init: 10, First inference: 1500, Warmup (avg): 1500, "
            "Inference (avg): 1500\n")
-    lat = remote.latency_block(remote.parse_output("benchmark_model", [log]))
+    lat = runners.latency_block(runners.parse_output("benchmark_model", [log]))
     assert lat["mean"] == 1.5 and lat["std"] == 0.0 and lat["runs"] == 3 and lat["cv"] == 0.0
 
 
 def test_parse_onnxruntime_perf_test():
-    p = remote.parse_output("onnxruntime_perf_test", PERF_TEST.splitlines(True))
-    lat = remote.latency_block(p)
+    p = runners.parse_output("onnxruntime_perf_test", PERF_TEST.splitlines(True))
+    lat = runners.latency_block(p)
     assert lat["mean"] == 2.81 and lat["p50"] == 2.79 and lat["p90"] == 3.01 and lat["p99"] == 3.41
     assert lat["runs"] == 50 and lat["min"] == 2.62 and "percentiles_reason" not in lat
     assert p.peak_bytes == 31457280
-    argv = remote.runner_argv(remote.Runner("onnxruntime_perf_test", "/x/perf"),
+    argv = runners.runner_argv(runners.Runner("onnxruntime_perf_test", "/x/perf"),
                               {"model": "/d/m.onnx", "runner": "/d/perf"}, 50, 5, 2, "nnapi")
     assert argv == ["/d/perf", "-m", "times", "-r", "50", "-x", "2", "-e", "nnapi", "-I", "/d/m.onnx"]
     with pytest.raises(RuntimeFailure, match="no average"):
-        remote.parse_output("onnxruntime_perf_test", ["garbage\n"])
+        runners.parse_output("onnxruntime_perf_test", ["garbage\n"])
 
 
 def test_elf_abi(host_runner, tmp_path):
-    assert remote.elf_abi(host_runner) == "x86_64"
+    assert runners.elf_abi(host_runner) == "x86_64"
     arm = tmp_path / "arm"
     arm.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + (0xB7).to_bytes(2, "little") + bytes(40))
-    assert remote.elf_abi(arm) == "arm64-v8a"
+    assert runners.elf_abi(arm) == "arm64-v8a"
     (tmp_path / "sh").write_text("#!/bin/sh\n")
-    assert remote.elf_abi(tmp_path / "sh") is None
+    assert runners.elf_abi(tmp_path / "sh") is None
 
 
 def test_doctor_rows(host_runner, tmp_path):
-    rows = {r[0]: r for r in remote.doctor_rows(
+    rows = {r[0]: r for r in runners.doctor_rows(
         {"aarch64": {"pte": str(host_runner), "onnx": str(tmp_path / "absent")},
          "x86_64": {"pte": str(host_runner)}})}
     assert rows["runner arm64-v8a.pte"][1] is False and "built for x86_64" in rows["runner arm64-v8a.pte"][2]
@@ -298,7 +298,7 @@ def test_doctor_rows(host_runner, tmp_path):
     assert rows["runner x86_64.pte"][1] is True and rows["ssh / scp"][1] is True
     bad = tmp_path / "bad.yaml"
     bad.write_text("[unclosed")
-    assert remote.doctor_rows(bad)[-1][:2] == ("runner config", False)
+    assert runners.doctor_rows(bad)[-1][:2] == ("runner config", False)
 
 
 # -- local --------------------------------------------------------------------------------------------
