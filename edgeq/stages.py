@@ -67,6 +67,8 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
                         ("ce" if qat.data.labels is not None else "kd")}
     runtime = get_runtime(target.runtime)
     delegation = runtime.build(BuildRequest(model, recipe, target, selected, qat, out, progress))
+    if getattr(delegation, "costs", None):
+        extra["costs"] = delegation.costs  # what `edgeq profile --estimate` works from
     from edgeq.artifacts import sha256_file
 
     extra["also"] = [{"path": p.name, "format": p.suffix[1:], "size_bytes": p.stat().st_size,
@@ -160,6 +162,24 @@ def profile_local(artifact: Path, inputs, runs: int, warmup: int, threads: int,
             "energy_mj_per_inference_reason": "no energy sensor is read on the local host yet",
             "thermal": None, "thermal_reason": "no --sustained run was asked for",
             "notes": notes}
+
+
+def profile_estimate(artifact: Path, profile: str, threads: int = 1,
+                     sustained_s: float | None = None) -> dict:
+    """Estimate latency, energy and memory (and a thermal trace for ``sustained_s``) of
+    the artifact on a device profile, from the cost summary in its manifest: the
+    report's profile block, marked "mode": "estimated"."""
+    from edgeq.devices.profiles import load_profile
+    from edgeq.profiling.estimate import estimate
+
+    manifest, _ = artifact_info(artifact)
+    prof = load_profile(profile)
+    costs = manifest.get("costs")
+    if not costs:
+        raise BadInput(f"artifact '{artifact}' has no cost summary in its manifest (its "
+                       "runtime does not record one yet, or an older edgeq exported it): "
+                       "re-export it with edgeq to use --estimate")
+    return estimate(costs, prof, threads, sustained_s)
 
 
 def example_inputs_for(artifact_inputs_from, n: int = 1):

@@ -18,6 +18,8 @@ COMMANDS = {  # name -> module:function, imported only when the command runs
     "profile": "edgeq.cli.profile:profile",
     "check": "edgeq.cli.check:check",
     "targets": "edgeq.cli.info:targets",
+    "devices": "edgeq.cli.devices:devices",
+    "device": "edgeq.cli.devices:device",
     "doctor": "edgeq.cli.info:doctor",
 }
 SUMMARIES = {
@@ -27,6 +29,8 @@ SUMMARIES = {
     "profile": "Measure latency and peak memory of an artifact on a device.",
     "check": "Check a report against size / latency / accuracy budgets (exit 1 on failure).",
     "targets": "List the deployable targets and what each needs.",
+    "devices": "List the device profiles usable with `profile --estimate --profile NAME`.",
+    "device": "Measure a device and write its profile: `device probe --device local -o F`.",
     "doctor": "Show what is installed, what is missing, and how to fix it.",
 }
 

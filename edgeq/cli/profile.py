@@ -36,10 +36,17 @@ from edgeq.cli.options import json_option, runs_options
 @click.option("--runners", type=click.Path(path_type=Path),
               help="Runner config YAML naming device runners per ABI (default: $EDGEQ_RUNNERS "
                    "or ~/.config/edgeq/runners.yaml).")
+@click.option("--estimate", is_flag=True,
+              help="Estimate instead of measuring: roofline + thermal model of the artifact's "
+                   "graph on --profile (marked \"mode\": \"estimated\").")
+@click.option("--profile", "profile_name", metavar="NAME|FILE",
+              help="Device profile for --estimate: a name from `edgeq devices` or a YAML "
+                   "file (default: host).")
 @report_option
 @json_option
 def profile(artifact, device, data, runs, warmup, threads, sustained, window, pin, cooldown_c,
-            cooldown_timeout, idle, no_energy, runners, report_path, as_json):
+            cooldown_timeout, idle, no_energy, runners, estimate, profile_name, report_path,
+            as_json):
     """Measure ARTIFACT's latency (p50/p90/p99/mean/std), peak memory, energy per
     inference and thermal throttling on a device.
 
@@ -65,6 +72,13 @@ def profile(artifact, device, data, runs, warmup, threads, sustained, window, pi
 
     _, target = artifact_info(artifact)
     report_path = check_report_path(artifact, report_path)
+    if profile_name and not estimate:
+        from edgeq.errors import BadInput
+
+        raise BadInput("--profile is for --estimate (a measured run profiles --device)")
+    if estimate:
+        return _estimate(artifact, profile_name or "host", threads, sustained, report_path,
+                         as_json)
     session = get_runtime(target.runtime).open(artifact)
     if data:
         from edgeq import data as data_mod
@@ -118,4 +132,24 @@ def profile(artifact, device, data, runs, warmup, threads, sustained, window, pi
             f"s, sustained/peak {thermal.get('sustained_over_peak')}")
     for note in block.get("notes", []):
         say(f"  note: {note}")
+    say(f"  written to {path}")
+
+
+def _estimate(artifact, profile_name, threads, sustained, report_path, as_json):
+    from edgeq.cli.common import merge_into_report
+    from edgeq.cli.output import emit_json, fmt_bytes, fmt_ms, say
+    from edgeq.stages import profile_estimate
+
+    block = profile_estimate(artifact, profile_name, threads, sustained)
+    path = merge_into_report(artifact, report_path, "profile", block)
+    if as_json:
+        emit_json(block)
+    say(f"{Path(artifact).name} on {block['device']} (estimated, {block['threads']} "
+        f"thread(s)): {fmt_ms(block['latency_ms']['p50'])} ms, "
+        f"{block['energy_mj_per_inference']:.3g} mJ/inference, memory "
+        f"{fmt_bytes(block['peak_memory_bytes'])} (tensor sizes)")
+    thermal = block.get("thermal")
+    if thermal:
+        say(f"  thermal (estimated): throttled {thermal['throttled']}, time to throttle "
+            f"{thermal['time_to_throttle_s']} s, sustained/peak {thermal['sustained_over_peak']}")
     say(f"  written to {path}")

@@ -33,6 +33,9 @@ class Delegation:
     # Runtime facts for the manifest beside the counts: the provider used, how coverage was
     # found (measured or predicted), quantization details, notes.
     details: dict = field(default_factory=dict)
+    # The estimator's per-operator cost summary of the lowered graph (edgeq.profiling.
+    # estimate.cost_summary), stored in the manifest as "costs"; None when not computed.
+    costs: dict | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         share = self.delegated_nodes / self.total_nodes if self.total_nodes else None

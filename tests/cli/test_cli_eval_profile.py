@@ -80,9 +80,22 @@ def test_profile_with_data_and_python_fallback(run_cli, fp32_pte, shared, monkey
     assert b["peak_memory_bytes"] > 0 and any("compiler" in n for n in b["notes"])
 
 
-@pytest.mark.parametrize("flags", [["--runs", "0"], ["--threads", "0"], ["--device", "adb"]])
+@pytest.mark.parametrize("flags", [["--runs", "0"], ["--threads", "0"],
+                                   ["--device", "bluetooth://phone"]])
 def test_profile_bad_flags(run_cli, int8_pte, flags):
     assert_bad_input(run_cli(["profile", int8_pte, *flags]), flags[0])
+
+
+def test_profile_adb_without_a_device_is_a_device_failure(run_cli, int8_pte, tmp_path,
+                                                          monkeypatch):
+    # A scripted adb that lists no device: exit 3 (device failure), not bad input.
+    fake = tmp_path / "adb"
+    fake.write_text("#!/bin/sh\necho 'List of devices attached'\necho\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("EDGEQ_ADB", str(fake))
+    r = run_cli(["profile", int8_pte, "--device", "adb"])
+    assert r.exit_code == 3
+    assert r.stderr.strip() == "edgeq: error: no Android device attached (adb devices lists none)"
 
 
 @pytest.mark.parametrize("cmd", ["eval", "profile"])

@@ -22,7 +22,7 @@ def test_doctor(run_cli):
     rows = {x["component"]: x for x in r.json()}
     assert rows["python"]["ok"] and rows["torch"]["ok"] and rows["executorch"]["ok"]
     assert rows["native .pte runner"]["ok"] == (shutil.which("g++") is not None)
-    assert rows["adb"]["ok"] == (shutil.which("adb") is not None)
+    assert rows["adb client"]["ok"] == (shutil.which("adb") is not None)
     assert len(rows) == len(r.json())  # no duplicates
 
 

@@ -141,6 +141,7 @@ class ExecuTorchRuntime:
         except Exception as e:
             raise describe_export_error(e, "XNNPACK lowering", ep.graph) from e
         delegation = delegation_summary(edge.exported_program().graph_module)
+        delegation.costs = lowered_costs(edge)
         try:
             program = edge.to_executorch()
         except Exception as e:
@@ -199,6 +200,17 @@ def delegation_summary(gm) -> Delegation:
             name = getattr(node.target, "__name__", str(node.target))
             fallback[name.replace("aten.", "").replace(".default", "")] += 1
     return Delegation(delegated, delegated + sum(fallback.values()), dict(fallback))
+
+
+def lowered_costs(edge) -> dict | None:
+    """Per-operator FLOPs and bytes of the lowered program, delegate subgraphs included,
+    for ``--estimate`` (None when costing fails: an estimate is optional, an export not)."""
+    try:
+        from edgeq.profiling.estimate import cost_summary, graph_costs
+
+        return cost_summary(graph_costs(edge))
+    except Exception:
+        return None
 
 
 RUNTIME = ExecuTorchRuntime()
