@@ -15,6 +15,7 @@ from edgeq.errors import BadInput
 OBSERVERS = ("minmax", "histogram", "entropy", "percentile")
 GRANULARITIES = ("per-channel", "per-tensor")
 METHODS = ("none", "static")
+IO_DTYPES = ("auto", "int8", "float")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Recipe:
     quantization error over a histogram, as torchao's HistogramObserver), ``entropy`` (KL
     divergence) or ``percentile`` (clip at ``percentile``); the last two use
     ``histogram_bins`` bins. ``calib_samples`` is how many calibration samples are used.
-    ``keep_float`` holds module-name patterns (fnmatch) left in fp32."""
+    ``keep_float`` holds module-name patterns (fnmatch) left in fp32. ``io_dtype`` is the
+    artifact's interface where the runtime lets it vary (LiteRT): ``auto`` (what its
+    quantizer emits), ``int8`` (full-integer, quantize inputs on the device) or ``float``."""
 
     name: str = "int8"
     method: str = "static"
@@ -40,6 +43,7 @@ class Recipe:
     histogram_bins: int = 2048
     calib_samples: int = 256
     keep_float: tuple[str, ...] = ()
+    io_dtype: str = "auto"
     version: int = 1
 
     @property
@@ -71,6 +75,8 @@ def _check(r: Recipe, where: str) -> Recipe:
         raise bad("method", r.method, METHODS)
     if r.activation_observer not in OBSERVERS:
         raise bad("activation_observer", r.activation_observer, OBSERVERS)
+    if r.io_dtype not in IO_DTYPES:
+        raise bad("io_dtype", r.io_dtype, IO_DTYPES)
     if r.weight_granularity not in GRANULARITIES:
         raise bad("weight_granularity", r.weight_granularity, GRANULARITIES)
     if r.quantized and (r.weight_bits, r.activation_bits) != (8, 8):

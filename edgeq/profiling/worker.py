@@ -32,7 +32,10 @@ def read_vmhwm_kb(status_path: str = "/proc/self/status") -> int | None:
 
 
 def benchmark_in_subprocess(runtime: str, artifact: Path, inputs: list[np.ndarray], runs: int,
-                            warmup: int, threads: int, timeout_s: float | None = None) -> Bench:
+                            warmup: int, threads: int, timeout_s: float | None = None,
+                            threads_applied: bool = False) -> Bench:
+    """Time the artifact with its runtime's Python session in a child process.
+    ``threads_applied``: whether that session honours ``threads`` (runtime-specific)."""
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-") as tmp:
         npz = Path(tmp) / "inputs.npz"
         np.savez(npz, *inputs)
@@ -48,7 +51,8 @@ def benchmark_in_subprocess(runtime: str, artifact: Path, inputs: list[np.ndarra
         raise RuntimeFailure(f"benchmark process for '{artifact}' failed: {last}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
     kb = r.get("vmhwm_kb")
-    return Bench([t / 1e6 for t in r["times_ns"]], kb * 1024 if kb else None, "python", False,
+    return Bench([t / 1e6 for t in r["times_ns"]], kb * 1024 if kb else None, "python",
+                 threads_applied,
                  ["timed through the Python runtime: includes Python call overhead"])
 
 

@@ -41,7 +41,10 @@ def upsert_result(report: dict, cell: dict) -> dict:
             report["results"][i] = cell
             return cell
     for existing in report["results"]:
-        if (existing.get("artifact") or {}).get("sha256") == key:
+        # xnnpack and nnapi artifacts of one runtime can be the same bytes: key on the
+        # target too, or one cell would swallow the other.
+        if (existing.get("artifact") or {}).get("sha256") == key and \
+                existing.get("target") == cell.get("target"):
             for k, v in cell.items():
                 if v is not None:
                     existing[k] = v

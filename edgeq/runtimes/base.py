@@ -2,6 +2,8 @@
 paths and dicts, so the rest of edgeq never imports a runtime's own package."""
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -36,14 +38,15 @@ class Delegation:
     # The estimator's per-operator cost summary of the lowered graph (edgeq.profiling.
     # estimate.cost_summary), stored in the manifest as "costs"; None when not computed.
     costs: dict | None = field(default=None, repr=False)
+    reasons: dict[str, str] = field(default_factory=dict)  # op -> why it stays on the CPU
 
     def to_dict(self) -> dict:
         share = self.delegated_nodes / self.total_nodes if self.total_nodes else None
+        ops = [{"op": k, "count": v, **({"reason": self.reasons[k]} if k in self.reasons else {})}
+               for k, v in sorted(self.fallback_ops.items())]
         return {"delegated_nodes": self.delegated_nodes, "total_nodes": self.total_nodes,
                 "delegated_share": None if share is None else round(share, 4),
-                "fallback_ops": [{"op": k, "count": v}
-                                 for k, v in sorted(self.fallback_ops.items())],
-                **self.details}
+                "fallback_ops": ops, **self.details}
 
 
 @dataclass
@@ -85,3 +88,23 @@ class Runtime(Protocol):
     def benchmark(self, artifact: Path, inputs: list[np.ndarray], runs: int, warmup: int,
                   threads: int) -> Bench:
         """Time ``runs`` inferences after ``warmup`` in a separate process."""
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Runtimes' C++ sides log to fd 2 on every load (ExecuTorch's cpuinfo probing,
+    LiteRT's "Created TensorFlow Lite XNNPACK delegate", absl INFO lines from converters);
+    keep that off the user's terminal. Python exceptions still propagate."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -2,8 +2,6 @@
 partitioner, ``executorch.runtime`` on the host, and a native runner for timing."""
 from __future__ import annotations
 
-import contextlib
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -11,26 +9,7 @@ import numpy as np
 
 from edgeq.artifacts import atomic_write
 from edgeq.errors import BadInput, RuntimeFailure
-from edgeq.runtimes.base import Bench, BuildRequest, Delegation
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """ExecuTorch's C++ logs cpuinfo probing to fd 2 on every load; keep it off the user's
-    terminal. Python-level exceptions still propagate."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+from edgeq.runtimes.base import Bench, BuildRequest, Delegation, quiet_native_stderr
 
 
 class _Session:
@@ -155,7 +134,7 @@ class ExecuTorchRuntime:
 
         artifact = Path(artifact)
         try:
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 program = Runtime.get().load_program(str(artifact))
                 method = program.load_method("forward")
         except Exception as e:

@@ -1,0 +1,170 @@
+"""LiteRT (.tflite): litert-torch's PT2E quantizer and converter for PyTorch models,
+ai-edge-quantizer for an existing .tflite, the ai-edge-litert interpreter on the host
+(XNNPACK applied by default), and delegate coverage: measured for XNNPACK, predicted for
+NNAPI (which does not exist off Android).
+
+Target options (``options:`` in the target YAML):
+  io_dtype                 ``auto`` (default: what the quantizers emit, which for static
+                           int8 is int8 inputs and outputs), ``int8`` or ``float``. A
+                           Recipe field of the same name, when Recipe has one, wins.
+  nnapi_android_api_level  the Android API level NNAPI coverage is predicted for (30).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeq.artifacts import atomic_write, read_manifest
+from edgeq.errors import BadInput, ExportFailure
+from edgeq.runtimes.base import Bench, BuildRequest, Delegation
+
+PACKAGES = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch")
+DEFAULT_NNAPI_API_LEVEL = 30  # Android 11: NNAPI 1.3, the first with signed int8 QUANTIZE
+
+
+def _io_dtype(req: BuildRequest) -> str:
+    # The recipe decides when it says more than "auto"; else the target's default.
+    value = req.recipe.io_dtype
+    if value == "auto":
+        value = req.target.options.get("io_dtype", "auto")
+    if value not in ("auto", "int8", "float"):
+        raise BadInput(f"target '{req.target.name}': io_dtype '{value}' is not one of auto, "
+                       "int8, float")
+    return value
+
+
+class LiteRTRuntime:
+    name = "tflite"
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for pkg in PACKAGES:
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = "missing"
+        return out
+
+    def check(self) -> list[tuple[str, bool, str]]:
+        v = self.versions()
+        why = {"litert-torch": "converts PyTorch models to .tflite",
+               "ai-edge-litert": "runs .tflite on this host",
+               "ai-edge-quantizer": "quantizes an existing .tflite"}
+        return [(pkg, v[pkg] != "missing",
+                 v[pkg] if v[pkg] != "missing" else f"pip install {pkg} ({why[pkg]})")
+                for pkg in why]
+
+    # -- build ---------------------------------------------------------------------------
+    def quantizer(self, recipe, qat: bool, keep_float: list[str]):
+        from edgeq.runtimes.tflite.convert import quantizer
+
+        return quantizer(recipe, qat, keep_float)
+
+    def build(self, req: BuildRequest) -> Delegation:
+        from edgeq.runtimes.tflite import convert
+
+        io = _io_dtype(req)
+        if req.model.module is None:
+            content = self._from_tflite(req, io)
+        else:
+            from edgeq.quantize import pt2e
+
+            module, q = req.model.module, None
+            if req.recipe.quantized:
+                keep = pt2e.resolve_keep_float(module, req.recipe.keep_float)
+                q = self.quantizer(req.recipe, req.qat is not None, keep)
+                module = (pt2e.qat(req.model, q, req.qat, req.progress, fold_quantize=False)
+                          if req.qat else
+                          pt2e.ptq(req.model, q, req.calib, req.progress, fold_quantize=False))
+                module = convert.single_quantization(module)
+            with req.progress.task(f"converting to LiteRT for {req.target.name}"):
+                content = convert.convert(module, req.model, q)
+            if req.recipe.quantized and io == "float":
+                content = convert.float_io(content)
+            elif req.recipe.quantized and io == "int8":
+                content = convert.int8_io(content)
+        delegation = self.delegation(content, req.target)
+        atomic_write(req.out_path, content)
+        return delegation
+
+    def _from_tflite(self, req: BuildRequest, io: str) -> bytes:
+        """An existing .tflite as MODEL: copied for fp32, quantized with ai-edge-quantizer
+        for int8 (global min/max activation ranges: it has no histogram observer)."""
+        from edgeq.runtimes.tflite import convert
+
+        src = Path(req.model.source_file)
+        content = src.read_bytes()
+        if not req.recipe.quantized:
+            return content
+        if req.qat is not None:
+            raise BadInput(f"model '{src}': QAT needs the PyTorch model; a .tflite can only "
+                           "be quantized after training (drop --qat-data)")
+        if req.recipe.keep_float:
+            raise BadInput(f"model '{src}': --keep-float names PyTorch modules, which a "
+                           ".tflite does not have")
+        if req.recipe.activation_observer not in ("minmax", "histogram"):
+            raise BadInput(f"observer '{req.recipe.activation_observer}' is not available "
+                           "for LiteRT targets yet; use minmax or histogram")
+        from edgeq.runtimes.tflite.coverage import I8, U8, read_ops
+
+        if any(t is not None and t[0] in (I8, U8) and not t[2]
+               for op in read_ops(content) for t in op.inputs):
+            raise BadInput(f"model '{src}' is already quantized; export it with --recipe "
+                           "fp32 to re-target it")
+        with req.progress.task(f"quantizing {src.name} with ai-edge-quantizer on "
+                               f"{len(req.calib)} samples (min/max ranges)"):
+            content = convert.quantize_tflite(content, req.recipe, req.calib)
+        if io == "float":
+            content = convert.float_io(content)
+        elif io == "int8":
+            content = convert.int8_io(content)
+        return content
+
+    def delegation(self, content: bytes, target) -> Delegation:
+        """Delegate coverage of ``content`` for ``target``: measured for XNNPACK (the
+        interpreter applies it here), predicted for NNAPI."""
+        from edgeq.runtimes.tflite import coverage
+
+        if target.delegate == "nnapi":
+            api = int(target.options.get("nnapi_android_api_level", DEFAULT_NNAPI_API_LEVEL))
+            d, why = coverage.nnapi_delegation(content, api)
+            return Delegation(d.delegated_nodes, d.total_nodes, d.fallback_ops, details={
+                "mode": "predicted", "delegate": "nnapi", "android_api_level": api,
+                "basis": coverage.NNAPI_SOURCE,
+                "note": "NNAPI does not run on this host: coverage is predicted from the "
+                        "delegate's op rules; a device's driver may still reject ops"},
+                reasons=why)
+        try:
+            d = coverage.xnnpack_delegation(content)
+        except Exception as e:  # the converter wrote something the interpreter rejects
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise ExportFailure(f"LiteRT cannot load the model it converted: {first[:200]}") \
+                from e
+        return Delegation(d.delegated_nodes, d.total_nodes, d.fallback_ops, details={
+            "mode": "measured", "delegate": "xnnpack",
+            "basis": f"XNNPACK delegate applied by ai-edge-litert "
+                     f"{self.versions()['ai-edge-litert']} on this host"})
+
+    # -- run -----------------------------------------------------------------------------
+    def open(self, artifact: Path, threads: int | None = None):
+        from edgeq.runtimes.tflite.session import open_session
+
+        return open_session(Path(artifact), threads)
+
+    def benchmark(self, artifact: Path, inputs, runs: int, warmup: int, threads: int) -> Bench:
+        from edgeq.profiling.worker import benchmark_in_subprocess
+
+        self.open(artifact)  # a corrupt file is bad input, not a runner failure
+        # The worker's session sets the interpreter's thread count.
+        bench = benchmark_in_subprocess(self.name, Path(artifact), inputs, runs, warmup, threads,
+                                        threads_applied=True)
+        manifest = read_manifest(Path(artifact)) or {}
+        if (manifest.get("target") or {}).get("delegate") == "nnapi":
+            bench.notes.append("NNAPI does not exist on this host: timed on the CPU with "
+                               "XNNPACK; the NNAPI coverage in the delegation block is "
+                               "predicted, not run")
+        return bench
+
+
+RUNTIME = LiteRTRuntime()
