@@ -65,9 +65,9 @@ def open_report(out_dir: Path, model, force: bool = False) -> dict:
 
 def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[str],
                   opts: FlowOptions, progress=QUIET, qat_recipes: list[str] | None = None):
-    """Export every (recipe, target) cell. ``qat_recipes`` are recipes exported with QAT
-    (needs ``opts.qat_data``); when ``opts.qat_data`` is set and ``qat_recipes`` is None,
-    every quantized recipe is QAT. Returns (model, report, exit code: 0 or the worst
+    """Export every (recipe, target) cell. With ``qat_recipes`` None, quantized recipes
+    are QAT when ``opts.qat_data`` is set and PTQ otherwise; with a list, every quantized
+    recipe is PTQ and those named are exported with QAT too. Returns (model, report, exit code: 0 or the worst
     failure's)."""
     from edgeq.models import load_model
     from edgeq.quantize.pt2e import QatConfig
@@ -98,9 +98,8 @@ def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[s
             continue
         if qat_recipes is None:
             cells.append((r, qat))
-        else:
-            if r.name in qat_recipes or not qat:
-                cells.append((r, None))
+        else:  # PTQ for every quantized recipe, plus QAT for those named
+            cells.append((r, None))
             if qat and r.name in qat_recipes:
                 cells.append((r, qat))
     if any(r.quantized and q is None for r, q in cells) and calib is None and qat is None:

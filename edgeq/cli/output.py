@@ -36,14 +36,14 @@ def results_table(report: dict, title: str = "results"):
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ("target", "recipe", "size", "accuracy", "drop", "p50 ms", "p90 ms",
+    for col in ("target", "recipe", "size", "accuracy", "drop", "p50 ms", "p90 ms", "runner",
                 "peak mem", "delegated", "ops on CPU"):
-        t.add_column(col, justify="left" if col in ("target", "recipe", "ops on CPU")
+        t.add_column(col, justify="left" if col in ("target", "recipe", "runner", "ops on CPU")
                      else "right")
     for r in report["results"]:
         if r.get("error"):
             t.add_row(r.get("target", "?"), r.get("recipe", "?"), "-", "-", "-", "-", "-", "-",
-                      "-", f"[red]failed: {r['error']}[/]")
+                      "-", "-", f"[red]failed: {r['error']}[/]")
             continue
         acc = r.get("accuracy") or {}
         prof = r.get("profile") or {}
