@@ -6,7 +6,7 @@ import torch
 
 from edgeq.errors import BadInput
 from edgeq.models import load_model, model_hash, output_size, parse_shape
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 
 
 def test_file_factory(work):

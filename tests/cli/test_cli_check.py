@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_bad_input
+from helpers import assert_bad_input
 
 
 @pytest.fixture

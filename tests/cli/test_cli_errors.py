@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_bad_input, make_data
+from helpers import assert_bad_input, make_data
 
 TARGET = "executorch-xnnpack"
 

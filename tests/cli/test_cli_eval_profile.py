@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_bad_input
+from helpers import assert_bad_input
 
 
 def report_cell(pte):

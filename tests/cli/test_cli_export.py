@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL, invoke
+from helpers import TINY_MODEL, invoke
 from edgeq.artifacts import sha256_file
 
 TARGET = "executorch-xnnpack"
@@ -96,7 +96,7 @@ def test_keep_float(run_cli, work, int8_export):
 def test_keep_float_typo(run_cli, work):
     r = run_cli(["export", work.model, "-t", TARGET, "--calib", work.calib, "-o", "o",
                  "--keep-float", "conv9"])
-    from conftest import assert_bad_input
+    from helpers import assert_bad_input
 
     assert_bad_input(r, "--keep-float 'conv9' matches no module", "conv1", out_dir=Path("o"))
 
@@ -172,7 +172,7 @@ def test_existing_output_needs_force(run_cli, work):
     assert run_cli(args).exit_code == 0
     before = {p.name: p.stat().st_mtime_ns for p in Path("o").iterdir()}
     r = run_cli(args)
-    from conftest import assert_bad_input
+    from helpers import assert_bad_input
 
     assert_bad_input(r, "already exists", "--force")
     assert {p.name: p.stat().st_mtime_ns for p in Path("o").iterdir()} == before

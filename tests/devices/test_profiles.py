@@ -11,28 +11,11 @@ import yaml
 from edgeq.devices.profiles import (KNOWN_DELEGATES, all_profiles, load_profile,
                                     profile_dir, read_profile)
 from edgeq.errors import BadInput
-
-
-def assert_bad_input(r, *needles: str) -> None:
-    """Exit 2 with one 'edgeq: error:' line naming ``needles`` (tests/conftest.py has the
-    full check; tests/devices/conftest.py shadows that module here)."""
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("edgeq: error:")]
-    assert len(errors) == 1, r.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
+from helpers import assert_bad_input
 
 
 @pytest.fixture
-def cli(run_cli, monkeypatch):
-    """run_cli with the device commands registered (as edgeq.cli.COMMANDS will hold them)."""
-    from edgeq import cli
-
-    monkeypatch.setitem(cli.COMMANDS, "devices", "edgeq.cli.devices:devices")
-    monkeypatch.setitem(cli.COMMANDS, "device", "edgeq.cli.devices:device")
-    monkeypatch.setitem(cli.SUMMARIES, "devices", "List the device profiles.")
-    monkeypatch.setitem(cli.SUMMARIES, "device", "Measure a device: probe.")
+def cli(run_cli):
     return run_cli
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL, assert_bad_input, invoke
+from helpers import TINY_MODEL, assert_bad_input, invoke
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

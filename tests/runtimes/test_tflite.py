@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_bad_input, invoke
+from helpers import assert_bad_input, invoke
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
