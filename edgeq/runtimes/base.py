@@ -90,6 +90,19 @@ class Runtime(Protocol):
         """Time ``runs`` inferences after ``warmup`` in a separate process."""
 
 
+def package_versions(packages) -> dict[str, str]:
+    """Installed version of each pip package, ``missing`` when absent (manifests, doctor)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
 @contextlib.contextmanager
 def quiet_native_stderr():
     """Runtimes' C++ sides log to fd 2 on every load (ExecuTorch's cpuinfo probing,

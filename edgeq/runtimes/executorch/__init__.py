@@ -9,7 +9,8 @@ import numpy as np
 
 from edgeq.artifacts import atomic_write
 from edgeq.errors import BadInput, RuntimeFailure
-from edgeq.runtimes.base import Bench, BuildRequest, Delegation, quiet_native_stderr
+from edgeq.runtimes.base import (Bench, BuildRequest, Delegation, package_versions,
+                                 quiet_native_stderr)
 
 
 class _Session:
@@ -34,15 +35,7 @@ class ExecuTorchRuntime:
     name = "executorch"
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for pkg in ("executorch", "torch", "torchao"):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "missing"
-        return out
+        return package_versions(("executorch", "torch", "torchao"))
 
     def check(self) -> list[tuple[str, bool, str]]:
         from edgeq.runtimes.executorch import native

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgeq.artifacts import atomic_write
 from edgeq.errors import BadInput, EdgeqError, RuntimeFailure
-from edgeq.runtimes.base import Bench, BuildRequest, Delegation
+from edgeq.runtimes.base import Bench, BuildRequest, Delegation, package_versions
 
 DEFAULT_OPTIONS = {"activation_dtype": "int8", "ort_optimization": "fixed",
                    "ort_platform": "arm", "opset": 18}
@@ -48,15 +48,7 @@ class OnnxRuntime:
     name = "onnx"
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for pkg in (*PACKAGES, "torch"):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "missing"
-        return out
+        return package_versions((*PACKAGES, "torch"))
 
     def check(self) -> list[tuple[str, bool, str]]:
         import inspect

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeq.artifacts import atomic_write, read_manifest
 from edgeq.errors import BadInput, ExportFailure
-from edgeq.runtimes.base import Bench, BuildRequest, Delegation
+from edgeq.runtimes.base import Bench, BuildRequest, Delegation, package_versions
 
 PACKAGES = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch")
 DEFAULT_NNAPI_API_LEVEL = 30  # Android 11: NNAPI 1.3, the first with signed int8 QUANTIZE
@@ -36,15 +36,7 @@ class LiteRTRuntime:
     name = "tflite"
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for pkg in PACKAGES:
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "missing"
-        return out
+        return package_versions(PACKAGES)
 
     def check(self) -> list[tuple[str, bool, str]]:
         v = self.versions()
