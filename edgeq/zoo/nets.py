@@ -68,8 +68,10 @@ class InvertedResidual(nn.Module):
         hidden = cin * expand
         self.use_res = stride == 1 and cin == cout
         layers = [] if expand == 1 else [ConvBNReLU(cin, hidden, 1)]
+        # The projection is a bare Conv2d + BatchNorm2d (conv.N, conv.N+1), as torchvision
+        # names them, so its state dicts load unchanged.
         layers += [ConvBNReLU(hidden, hidden, 3, stride, groups=hidden),
-                   ConvBNReLU(hidden, cout, 1, act=False)]
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -103,6 +105,16 @@ class MobileNetV2(nn.Module):
 
 
 def mobilenet_v2(num_classes: int = 1000, resolution: int = 224):
+    """Random weights. Untrained BatchNorm statistics make activations vanish (every input
+    gives the classifier bias), so they are re-estimated on a few random images: the
+    network then has unit-scale features and input-dependent outputs, as a trained one."""
     torch.manual_seed(0)
     model = MobileNetV2(num_classes)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the estimation batch
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, resolution, resolution,
+                          generator=torch.Generator().manual_seed(0)))
     return model.eval(), (torch.zeros(1, 3, resolution, resolution),)
