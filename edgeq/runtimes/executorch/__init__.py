@@ -122,10 +122,15 @@ class ExecuTorchRuntime:
 
     # -- run -----------------------------------------------------------------------------
     def open(self, artifact: Path, threads: int | None = None) -> _Session:
-        # The Python runtime has no thread control; the native runner (benchmark) has.
         from executorch.runtime import Runtime
 
         artifact = Path(artifact)
+        if threads:
+            # Process-wide; must happen before load_method, when XNNPACK takes the pool.
+            from executorch.extension.pybindings.portable_lib import \
+                _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(int(threads))
         try:
             with quiet_native_stderr():
                 program = Runtime.get().load_program(str(artifact))
@@ -151,7 +156,8 @@ class ExecuTorchRuntime:
         else:
             notes.append("no C++ compiler found; timed with the Python runtime (includes "
                          "Python call overhead)")
-        bench = benchmark_in_subprocess(self.name, artifact, inputs, runs, warmup, threads)
+        bench = benchmark_in_subprocess(self.name, artifact, inputs, runs, warmup, threads,
+                                        threads_applied=True)
         bench.notes = notes + bench.notes
         return bench
 
