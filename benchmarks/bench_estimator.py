@@ -6,7 +6,8 @@
 2. For each network (digits-cnn, MobileNetV2, an MLP, a ResNet-style block stack) and
    recipe (fp32, int8): export a .pte with edgeq (``edgeq.stages.export``), time it in the
    native runner at 1 thread, and estimate it from its cost summary on the probed profile.
-3. Print the error per network, write benchmarks/results/estimator.json.
+3. Print the error per network, write benchmarks/results/estimator.json
+   (estimator.quick.json with --quick).
 
     python benchmarks/bench_estimator.py            # ~5-10 min on 2 cores
     python benchmarks/bench_estimator.py --quick    # digits-cnn and the MLP only
@@ -20,7 +21,6 @@ status 1 when a network misses it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,12 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+import common
+from common import log
+
 GOAL = 0.30
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 # -- the networks ---------------------------------------------------------------------
@@ -152,8 +150,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", help="use this profile instead of probing the host")
-    ap.add_argument("-o", "--out", type=Path, default=HERE / "results" / "estimator.json")
+    ap.add_argument("-o", "--out", type=Path, help="default: results/estimator.json "
+                    "(estimator.quick.json with --quick)")
     args = ap.parse_args(argv)
+    args.out = args.out or common.RESULTS / ("estimator.quick.json" if args.quick
+                                             else "estimator.json")
     warnings.filterwarnings("ignore")
     import logging
 
@@ -204,15 +205,14 @@ def main(argv=None) -> int:
     print("mean |error| " + ", ".join(f"vs {q} {np.mean(v):.1%}" for q, v in errs.items())
           + f"; worst vs p10 {worst:.1%} (goal: within {GOAL:.0%}); load average during "
           f"timing {load[0]:.2f} -> {load[1]:.2f} on {os.cpu_count()} cpus")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    common.write_json({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "quick": args.quick, "threads": 1, "goal_abs_error": GOAL,
         "headline": "error vs p10 (uncontended runs)", "load_average": load,
         "mean_abs_error": {q: round(float(np.mean(v)), 4) for q, v in errs.items()},
         "worst_abs_error_vs_p10": round(worst, 4),
-        "profile_yaml": probed, "results": rows}, indent=2) + "\n")
+        "profile_yaml": probed, "results": rows}, args.out, indent=2)
     log(f"written to {args.out}")
     return 0 if worst <= GOAL else 1
 
