@@ -28,6 +28,11 @@ class RuntimeFailure(EdgeqError):
     exit_code = 3
 
 
+class CannotRunHere(RuntimeFailure):
+    """The artifact is fine but this host cannot execute it (a GPU delegate, a backend the
+    host runtime lacks). Stages that measure record null with this reason. Exit 3."""
+
+
 class ExportFailure(BadInput):
     """torch.export or a lowering could not handle the model (an unsupported op). Exit 2:
     the model must change, not the machine."""

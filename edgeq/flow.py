@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.errors import BadInput, EdgeqError
+from edgeq.errors import BadInput, CannotRunHere, EdgeqError
 from edgeq.progress import QUIET
 from edgeq.report.schema import load_report, new_report, save_report, upsert_result
 
@@ -133,8 +133,12 @@ def evaluate_report(report: dict, data_source: str, model, opts: FlowOptions,
     ds = _load_data(data_source, model, opts, "--data")
     for cell in report["results"]:
         if cell.get("artifact") and not cell.get("error"):
-            cell["accuracy"] = evaluate(Path(cell["artifact"]["path"]), ds, model, None,
-                                        progress)
+            try:
+                cell["accuracy"] = evaluate(Path(cell["artifact"]["path"]), ds, model, None,
+                                            progress)
+            except CannotRunHere as e:  # exported fine; it runs on a device only
+                cell["accuracy"], cell["accuracy_reason"] = None, str(e)
+                continue
             cell["accuracy"]["data"] = ds.source
     save_report(Path(out_dir) / REPORT_NAME, report)
     return report
@@ -157,7 +161,10 @@ def profile_report(report: dict, inputs, runs: int, warmup: int, threads: int,
 
     for cell in report["results"]:
         if cell.get("artifact") and not cell.get("error"):
-            cell["profile"] = profile_local(Path(cell["artifact"]["path"]), inputs, runs,
-                                            warmup, threads, progress)
+            try:
+                cell["profile"] = profile_local(Path(cell["artifact"]["path"]), inputs, runs,
+                                                warmup, threads, progress)
+            except CannotRunHere as e:  # exported fine; it runs on a device only
+                cell["profile"], cell["profile_reason"] = None, str(e)
     save_report(Path(out_dir) / REPORT_NAME, report)
     return report

@@ -51,8 +51,11 @@ def get_target(name: str) -> Target:
 
 
 def target_for_file(suffix: str) -> Target | None:
-    """The first target whose artifacts have this extension (for files without manifest)."""
-    targets = list(all_targets().values())
+    """The first target whose artifacts have this extension (for files without manifest);
+    targets marked ``options: {default_for_format: false}`` (a .pte that needs a GPU
+    delegate) only when no other target has the extension."""
+    targets = sorted(all_targets().values(),
+                     key=lambda t: t.options.get("default_for_format", True) is False)
     for t in targets:
         if "." + t.format == suffix:
             return t

@@ -31,6 +31,14 @@ def fmt_ms(v) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
+def _runner(prof: dict, cell: dict) -> str:
+    """What timed the artifact ("native", "python", "... (est.)"), or why nothing did."""
+    if not prof:
+        return "-" if not cell.get("profile_reason") else "not run here"
+    est = "" if prof.get("mode", "measured") == "measured" else " (est.)"
+    return f"{prof.get('runner') or '-'}{est}"
+
+
 def results_table(report: dict, title: str = "results"):
     """One row per result: target, recipe, size, accuracy and drop, latency, delegation."""
     from rich.table import Table
@@ -55,7 +63,7 @@ def results_table(report: dict, title: str = "results"):
         cpu_ops = ", ".join(f"{o['op']}×{o['count']}" for o in d.get("fallback_ops", [])) or "-"
         t.add_row(r["target"], r["recipe"], fmt_bytes(r["artifact"]["size_bytes"]), accs,
                   fmt(acc.get("drop")), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p90")),
-                  fmt_bytes(prof.get("peak_memory_bytes")),
+                  _runner(prof, r), fmt_bytes(prof.get("peak_memory_bytes")),
                   "-" if share is None else f"{share:.0%}", cpu_ops)
     return t
 

@@ -1,5 +1,6 @@
-"""ExecuTorch: XNNPACKQuantizer for PT2E, ``to_edge_transform_and_lower`` with the XNNPACK
-partitioner, ``executorch.runtime`` on the host, and a native runner for timing."""
+"""ExecuTorch: XNNPACKQuantizer for PT2E, ``to_edge_transform_and_lower`` with the
+partitioner of the target's delegate (XNNPACK, or Vulkan for fp32), ``executorch.runtime``
+on the host, and a native runner for timing."""
 from __future__ import annotations
 
 from collections import Counter
@@ -8,9 +9,38 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifacts import atomic_write
-from edgeq.errors import BadInput, RuntimeFailure
+from edgeq.errors import BadInput, CannotRunHere, RuntimeFailure
 from edgeq.runtimes.base import (Bench, BuildRequest, Delegation, package_versions,
                                  quiet_native_stderr)
+
+DELEGATES = ("xnnpack", "vulkan")
+
+
+class VulkanUnavailable(CannotRunHere):
+    """A .pte with a Vulkan delegate on a host that cannot run it (the executorch wheel
+    registers no VulkanBackend, and x86 hosts here have no Vulkan GPU/driver). Exit 3."""
+
+    MESSAGE = ("the Vulkan delegate cannot run on this host (no Vulkan GPU/driver, and the "
+               "executorch pip wheel has no Vulkan backend); run it on a device")
+
+    def __init__(self, message: str = MESSAGE):
+        super().__init__(message)
+
+
+def _backend_ids(artifact: Path) -> set[str]:
+    """The delegate backends a .pte program needs (empty when it cannot be parsed)."""
+    try:
+        data = Path(artifact).read_bytes()
+    except OSError:
+        return set()
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        pte = deserialize_pte_binary(data)
+        program = getattr(pte, "program", pte)
+        return {d.id for plan in program.execution_plan for d in plan.delegates}
+    except Exception:  # private API or a corrupt file: fall back to the id's bytes
+        return {"VulkanBackend"} if b"VulkanBackend" in data else set()
 
 
 class _Session:
@@ -86,6 +116,12 @@ class ExecuTorchRuntime:
         from edgeq.quantize import pt2e
 
         module = req.model.module
+        delegate = req.target.delegate
+        if delegate == "vulkan" and req.recipe.quantized:
+            # The wheel's VulkanQuantizer is weight-only / dynamic for linear only: no
+            # static int8 that the Vulkan delegate would take.
+            raise BadInput(f"{req.recipe.name} is not available for {req.target.name}; use "
+                           "fp32 or executorch-xnnpack")
         if req.recipe.quantized:
             keep = pt2e.resolve_keep_float(req.model.module, req.recipe.keep_float)
             q = self.quantizer(req.recipe, req.qat is not None, keep)
@@ -97,21 +133,43 @@ class ExecuTorchRuntime:
                     ep = torch.export.export(module, req.model.example_inputs)
             except Exception as e:
                 raise pt2e.describe_export_error(e, "torch.export") from e
-            program, delegation = self.lower(ep)
+            program, delegation = self.lower(ep, delegate)
         atomic_write(req.out_path, program)
         return delegation
 
-    def lower(self, ep) -> tuple[bytes, Delegation]:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import \
-            XnnpackPartitioner
+    def lower(self, ep, delegate: str = "xnnpack") -> tuple[bytes, Delegation]:
+        import logging
+
         from executorch.exir import to_edge_transform_and_lower
 
         from edgeq.quantize.pt2e import describe_export_error
 
+        if delegate not in DELEGATES:
+            raise BadInput(f"delegate '{delegate}' is not supported by the executorch "
+                           f"runtime; valid: {', '.join(DELEGATES)}")
+        root = logging.getLogger()
+        level = root.level
         try:
-            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
-        except Exception as e:
-            raise describe_export_error(e, "XNNPACK lowering", ep.graph) from e
+            # The Vulkan modules set the root logger to INFO on import and log every
+            # partition at INFO: keep the user's stderr to edgeq's own lines.
+            if delegate == "vulkan":
+                from executorch.backends.vulkan.partitioner.vulkan_partitioner import \
+                    VulkanPartitioner
+
+                root.setLevel(max(level, logging.WARNING))
+                partitioner = VulkanPartitioner()
+            else:
+                from executorch.backends.xnnpack.partition.xnnpack_partitioner import \
+                    XnnpackPartitioner
+
+                partitioner = XnnpackPartitioner()
+            try:
+                edge = to_edge_transform_and_lower(ep, partitioner=[partitioner])
+            except Exception as e:
+                name = "Vulkan" if delegate == "vulkan" else "XNNPACK"
+                raise describe_export_error(e, f"{name} lowering", ep.graph) from e
+        finally:
+            root.setLevel(level)
         delegation = delegation_summary(edge.exported_program().graph_module)
         delegation.costs = lowered_costs(edge)
         try:
@@ -136,6 +194,9 @@ class ExecuTorchRuntime:
                 program = Runtime.get().load_program(str(artifact))
                 method = program.load_method("forward")
         except Exception as e:
+            if ("VulkanBackend" in _backend_ids(artifact)
+                    and not Runtime.get().backend_registry.is_available("VulkanBackend")):
+                raise VulkanUnavailable() from e
             raise BadInput(f"artifact '{artifact}' is not a loadable ExecuTorch program "
                            f"(corrupt or truncated?): {str(e).splitlines()[0][:200]}") from e
         return _Session(method, artifact)
@@ -163,7 +224,8 @@ class ExecuTorchRuntime:
 
 
 def delegation_summary(gm) -> Delegation:
-    """Count ops inside XNNPACK delegate blobs against ops left in the top-level graph."""
+    """Count ops inside delegate blobs (XNNPACK or Vulkan) against ops left in the
+    top-level graph."""
     import operator
 
     delegated, fallback = 0, Counter()
