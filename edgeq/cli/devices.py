@@ -51,23 +51,32 @@ def device():
 
 @device.command()
 @click.option("--device", "device_spec", default="local", show_default=True,
-              help="The device to measure: local (this machine).")
+              help="The device to measure: local (this machine), adb, adb:SERIAL or "
+                   "ssh://USER@HOST[:PORT].")
+@click.option("--runners", "runner_config", type=click.Path(path_type=Path), default=None,
+              help="Runner config naming the device's native .pte runner per ABI "
+                   "(default ~/.config/edgeq/runners.yaml; phones need one).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Profile YAML to write.")
 @click.option("--quick", is_flag=True,
-              help="Seconds instead of ~1 min: torch GEMMs instead of XNNPACK programs, "
-                   "no dispatch measurement.")
+              help="Seconds instead of ~1 min: on local, torch GEMMs instead of XNNPACK "
+                   "programs and no dispatch measurement; on adb / ssh, fewer runs and a "
+                   "3 x 32 MiB bandwidth test.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @json_option
-def probe(device_spec, out, quick, force, as_json):
+def probe(device_spec, runner_config, out, quick, force, as_json):
     """Measure a device's peak GEMM rate (fp32, int8) per core, operator dispatch cost,
     memory and cache bandwidth, and write a profile usable with --profile OUTPUT.
 
     \b
     Values the probe cannot measure (power, thermal constants) are written as
     assumptions, marked as such: edit them with the device's own data.
-    Example:
+    On adb / ssh devices the facts come from the device's /proc and /sys and the
+    GEMM, dispatch and bandwidth programs (built here) run in the device's runner.
+    Examples:
       edgeq device probe --device local -o host.yaml
+      edgeq device probe --device adb:R58M123 --runners runners.yaml -o phone.yaml
+      edgeq device probe --device ssh://pi@board.local -o board.yaml
     """
     from edgeq.cli.output import emit_json, say
     from edgeq.devices.profiles import read_profile
@@ -75,14 +84,25 @@ def probe(device_spec, out, quick, force, as_json):
     from edgeq.profiling import probe as probe_mod
     from edgeq.progress import Progress
 
-    if device_spec != "local":
-        raise BadInput(f"--device '{device_spec}': only 'local' can be probed in this version")
     out = Path(out)
     if out.exists() and not force:  # fail before a minute of measuring
         raise BadInput(f"'{out}' already exists; pass --force to overwrite or choose another -o")
     if out.suffix not in (".yaml", ".yml"):
         raise BadInput(f"-o '{out}': a profile is a .yaml file")
-    data = probe_mod.probe(quick=quick, progress=Progress())
+    if device_spec.strip() == "local":
+        data = probe_mod.probe(quick=quick, progress=Progress())
+    else:
+        from edgeq.devices.transport import open_device
+        from edgeq.profiling.runners import load_runner_config
+
+        config = load_runner_config(runner_config)  # a bad config fails before connecting
+        dev = open_device(device_spec)  # no device attached: exit 3, as for `profile`
+        try:
+            data = probe_mod.probe(probe_mod.DeviceBench(dev, config), quick=quick,
+                                   progress=Progress())
+        finally:
+            dev.cleanup()
+            dev.close()
     probe_mod.write_profile(data, out, force=force)
     prof = read_profile(out)
     if as_json:

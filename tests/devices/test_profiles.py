@@ -117,8 +117,8 @@ def test_cli_devices_table_and_json(cli):
 
 
 def test_cli_probe_bad_input(cli, tmp_path):
-    assert_bad_input(cli(["device", "probe", "--device", "adb", "-o", tmp_path / "p.yaml"]),
-                     "--device 'adb'")
+    assert_bad_input(cli(["device", "probe", "--device", "bluetooth://x",
+                          "-o", tmp_path / "p.yaml"]), "bluetooth://x")
     existing = tmp_path / "e.yaml"
     existing.write_text("x")
     assert_bad_input(cli(["device", "probe", "-o", existing]), "already exists", "--force")
