@@ -40,7 +40,7 @@ def _targets(names: list[str]):
     return [get_target(n) for n in dict.fromkeys(names)]
 
 
-def _load_data(source: str, model, opts, flag: str):
+def _load_data(source: str, model, opts):
     from edgeq import data as data_mod
     from edgeq.models import output_size
 
@@ -84,12 +84,12 @@ def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[s
         recipes = [r.with_(keep_float=tuple(opts.keep_float)) if r.quantized else r
                    for r in recipes]
     model = load_model(model_spec, opts.input_shape, opts.trust_pickle)
-    calib = _load_data(opts.calib, model, opts, "--calib") if opts.calib else None
+    calib = _load_data(opts.calib, model, opts) if opts.calib else None
     qat = None
     if opts.qat_data:
         if opts.qat_epochs < 1 or opts.lr <= 0:
             raise BadInput("--qat-epochs must be at least 1 and --lr positive")
-        qat = QatConfig(_load_data(opts.qat_data, model, opts, "--qat-data"),
+        qat = QatConfig(_load_data(opts.qat_data, model, opts),
                         epochs=opts.qat_epochs, lr=opts.lr, loss=opts.qat_loss)
     cells = []
     for r in recipes:
@@ -130,7 +130,7 @@ def evaluate_report(report: dict, data_source: str, model, opts: FlowOptions,
     """Evaluate every artifact in the report on ``data_source``, against ``model``."""
     from edgeq.stages import evaluate
 
-    ds = _load_data(data_source, model, opts, "--data")
+    ds = _load_data(data_source, model, opts)
     for cell in report["results"]:
         if cell.get("artifact") and not cell.get("error"):
             try:
@@ -150,7 +150,7 @@ def profile_inputs(model, data_source: str | None, opts: FlowOptions) -> list:
     import numpy as np
 
     if data_source:
-        return _load_data(data_source, model, opts, "--data").sample(0)
+        return _load_data(data_source, model, opts).sample(0)
     return [np.asarray(t) for t in model.example_inputs]
 
 

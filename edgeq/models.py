@@ -132,11 +132,13 @@ def _forward_names(module, n: int) -> list[str]:
 
 def model_hash(module) -> str:
     """sha256 over the class name and every parameter/buffer (names, shapes, bytes)."""
+    import torch
+
     h = hashlib.sha256(type(module).__qualname__.encode())
     for k, v in module.state_dict().items():
         t = v.detach().cpu().contiguous()
         h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes()
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes()
                  if t.numel() else b"")
     return h.hexdigest()
 

@@ -57,9 +57,9 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
                                 "of": len(calib), "stratified": calib.labels is not None,
                                 "seed": opts.seed}
         if len(selected) < 32:
-            progress_note = (f"only {len(selected)} calibration samples: activation ranges "
+            warning = (f"only {len(selected)} calibration samples: activation ranges "
                              "may not be representative (128-512 recommended)")
-            extra["calibration"]["warning"] = progress_note
+            extra["calibration"]["warning"] = warning
     if qat is not None:
         extra["qat"] = {"source": qat.data.source, "samples": len(qat.data),
                         "epochs": qat.epochs, "lr": qat.lr,
@@ -180,9 +180,3 @@ def profile_estimate(artifact: Path, profile: str, threads: int = 1,
                        "runtime does not record one yet, or an older edgeq exported it): "
                        "re-export it with edgeq to use --estimate")
     return estimate(costs, prof, threads, sustained_s)
-
-
-def example_inputs_for(artifact_inputs_from, n: int = 1):
-    """First sample of a Dataset as the profiling input (real data beats zeros: some
-    kernels take data-dependent paths)."""
-    return artifact_inputs_from.sample(0)

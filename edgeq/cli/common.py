@@ -25,15 +25,14 @@ def check_report_path(artifact: Path, report_path: Path | None) -> Path:
     return path
 
 
-def merge_into_report(artifact: Path, report_path: Path | None, block: str, value: dict,
+def merge_into_report(artifact: Path, path: Path, block: str, value: dict,
                       model_summary: dict | None = None) -> Path:
-    """Put ``value`` as the ``block`` of the artifact's cell in the report, creating the
-    report or the cell as needed; the write is atomic."""
+    """Put ``value`` as the ``block`` of the artifact's cell in the report at ``path`` (from
+    ``check_report_path``), creating the report or the cell as needed; the write is atomic."""
     from edgeq.report.schema import (load_report, new_report, result_from_manifest,
                                      save_report, upsert_result)
     from edgeq.stages import artifact_info
 
-    path = report_path or Path(artifact).parent / "report.json"
     report = load_report(path, must_exist=False) or new_report(model_summary)
     manifest, _ = artifact_info(artifact)
     cell = result_from_manifest(manifest, str(artifact))
