@@ -27,6 +27,19 @@ QAT_UNSUPPORTED = ("QAT is not available for ONNX targets yet; use PTQ (--calib)
                    "executorch-/tflite- target")
 
 
+def _costs(path: Path) -> dict | None:
+    """The cost summary ``profile --estimate`` works from; None (no estimate later, the
+    export itself is fine) when an operator cannot be costed."""
+    import onnx
+
+    from edgeq.runtimes.onnx.costs import onnx_costs
+
+    try:
+        return onnx_costs(onnx.load(str(path)))
+    except Exception:
+        return None
+
+
 def _first_line(e: Exception) -> str:
     """``Type: first line of the message`` (at most 250 characters), for one-line errors."""
     lines = str(e).strip().splitlines()
@@ -117,13 +130,14 @@ class OnnxRuntime:
                     raise RuntimeFailure(f"counting {req.target.delegate} coverage failed: "
                                          f"{_first_line(e)}") from e
             onnx_bytes = final.read_bytes()
+            costs = _costs(final)
         ort_path = Path(req.out_path).with_suffix(".ort")
         atomic_write(ort_path, ort_bytes)
         atomic_write(Path(req.out_path), onnx_bytes)
         if qinfo is not None:
             details["quantization"] = qinfo
         return Delegation(delegation.delegated_nodes, delegation.total_nodes,
-                          delegation.fallback_ops, details)
+                          delegation.fallback_ops, details, costs=costs)
 
     @staticmethod
     def _coverage_label(delegate: str) -> str:

@@ -21,6 +21,17 @@ PACKAGES = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch")
 DEFAULT_NNAPI_API_LEVEL = 30  # Android 11: NNAPI 1.3, the first with signed int8 QUANTIZE
 
 
+def _costs(content: bytes) -> dict | None:
+    """The cost summary ``profile --estimate`` works from; None (no estimate later, the
+    export itself is fine) when an operator cannot be costed."""
+    from edgeq.runtimes.tflite.costs import tflite_costs
+
+    try:
+        return tflite_costs(content)
+    except Exception:
+        return None
+
+
 def _io_dtype(req: BuildRequest) -> str:
     # The recipe decides when it says more than "auto"; else the target's default.
     value = req.recipe.io_dtype
@@ -77,6 +88,7 @@ class LiteRTRuntime:
             elif req.recipe.quantized and io == "int8":
                 content = convert.int8_io(content)
         delegation = self.delegation(content, req.target)
+        delegation.costs = _costs(content)
         atomic_write(req.out_path, content)
         return delegation
 
@@ -97,7 +109,8 @@ class LiteRTRuntime:
                            ".tflite does not have")
         if req.recipe.activation_observer not in ("minmax", "histogram"):
             raise BadInput(f"observer '{req.recipe.activation_observer}' is not available "
-                           "for LiteRT targets yet; use minmax or histogram")
+                           "when MODEL is a .tflite (ai-edge-quantizer takes min/max ranges); "
+                           "use minmax, or give the PyTorch model")
         from edgeq.runtimes.tflite.coverage import I8, U8, read_ops
 
         if any(t is not None and t[0] in (I8, U8) and not t[2]
