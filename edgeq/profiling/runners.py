@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,19 @@ from edgeq.devices.transport import normalize_abi
 from edgeq.errors import BadInput, RuntimeFailure
 from edgeq.profiling.stats import latency_summary
 
-FORMAT_KEYS = {".pte": "pte", ".tflite": "tflite", ".onnx": "onnx", ".ort": "onnx"}
-
-KINDS = {"pte": "native", "tflite": "benchmark_model", "onnx": "onnxruntime_perf_test"}
-
 ELF_MACHINES = {0x03: "x86", 0x28: "armeabi-v7a", 0x3E: "x86_64", 0xB7: "arm64-v8a",
                 0xF3: "riscv64"}
 
 @dataclass
 class Runner:
-    kind: str  # native | benchmark_model | onnxruntime_perf_test | python
+    """``kind``: ``native`` and ``python`` speak edgeq's runner protocol (JSON lines);
+    any other kind is a runtime's own tool (LiteRT's ``benchmark_model``...), whose
+    command line and output the runtime ``runtime`` knows (its ``device_runner()``)."""
+
+    kind: str
     path: str  # host path of the binary or script
     python: str | None = None
+    runtime: str | None = None
 
 @dataclass
 class Parsed:
@@ -88,13 +88,37 @@ def bench_script() -> Path:
     except FileNotFoundError:
         raise RuntimeFailure("this edgeq installation is missing scripts/edgeq_bench.py") from None
 
+def _device_runner(fmt: str):
+    """(runtime name, its device_runner module) for an artifact extension; None if none."""
+    from edgeq.runtimes import get_runtime
+    from edgeq.targets import target_for_file
+
+    target = target_for_file(fmt)
+    if target is None:
+        return None, None
+    return target.runtime, get_runtime(target.runtime).device_runner()
+
+
+def _runner_for_kind(kind: str):
+    """The device_runner module of the runtime whose own tool is ``kind``."""
+    from edgeq.runtimes import get_runtime
+    from edgeq.targets import all_targets
+
+    for name in dict.fromkeys(t.runtime for t in all_targets().values()):
+        dr = get_runtime(name).device_runner()
+        if dr.RUNNER_KIND == kind:
+            return dr
+    raise RuntimeFailure(f"unknown runner kind {kind}")
+
+
 def resolve_runner(device, fmt: str, config: dict) -> Runner:
     """The runner for ``fmt`` (``.pte``...) on ``device``: the config's binary for the
-    device's ABI, else the Python script (ssh, local), else the host-built native
-    runner for ``.pte`` on ``local``. BadInput when the config is wrong or has none."""
-    key = FORMAT_KEYS.get(fmt)
-    if key is None:
+    device's ABI, else the Python script (ssh, local), else the runtime's host-built
+    runner on ``local``. BadInput when the config is wrong or has none."""
+    runtime, dr = _device_runner(fmt)
+    if dr is None:
         raise BadInput(f"cannot profile '{fmt}' files on a device (.pte, .tflite, .onnx, .ort)")
+    key = dr.RUNNER_KEY
     abi, src = device.abi(), config.get("_source", "runner config")
     entry = (config.get(abi) or {}).get(key) if isinstance(config.get(abi), dict) else None
     if entry:
@@ -105,15 +129,14 @@ def resolve_runner(device, fmt: str, config: dict) -> Runner:
         if built is not None and built != abi:
             raise BadInput(f"{src}: {abi}.{key} runner '{path}' is built for {built}, but "
                            f"{device.name} is {abi}")
-        return Runner(KINDS[key], str(path))
-    if device.kind == "local" and key == "pte":
-        from edgeq.runtimes.executorch import native
-
-        if native.compiler() is not None:
-            return Runner("native", str(native.build_runner()))
+        return Runner(dr.RUNNER_KIND, str(path), runtime=runtime)
+    if device.kind == "local" and hasattr(dr, "local_runner"):
+        local = dr.local_runner()
+        if local is not None:
+            return Runner(dr.RUNNER_KIND, local, runtime=runtime)
     if device.kind in ("ssh", "local"):
         python = config.get("python") or (sys.executable if device.kind == "local" else "python3")
-        return Runner("python", str(bench_script()), python=str(python))
+        return Runner("python", str(bench_script()), python=str(python), runtime=runtime)
     raise BadInput(f"no {key} runner for {device.name} ({abi}): name one in {src} as "
                    f"'{abi}: {{{key}: PATH}}' (see the README for the NDK build)")
 
@@ -155,13 +178,9 @@ def json_lines(lines: list[str]) -> list[dict]:
                 pass
     return out
 
-def _kv(line: str) -> dict:
-    return {k: float(v) for k, v in re.findall(r"(\w+)=(-?[\d.]+(?:e[-+]?\d+)?)", line)}
-
 def parse_output(kind: str, lines: list[str], stderr: str = "") -> Parsed:
-    """Read a runner's own output: JSON lines (native, python); ``benchmark_model``'s
-    log (µs aggregates); ``onnxruntime_perf_test``'s summary (ms average, s percentiles)."""
-    text = "".join(lines) + "\n" + stderr
+    """Read a runner's own output: JSON lines (``native``, ``python``: edgeq's protocol),
+    else the parser of the runtime whose tool ``kind`` is (benchmark_model's log...)."""
     if kind in ("native", "python"):
         objs = [o for o in json_lines(lines) if "times_ns" in o]
         final = next((o for o in reversed(objs) if "chunk" not in o), None)
@@ -172,42 +191,7 @@ def parse_output(kind: str, lines: list[str], stderr: str = "") -> Parsed:
         return Parsed([t / 1e6 for t in final["times_ns"]], None, kb * 1024 if ok else None,
                       None if ok else "VmHWM of the runner process was not readable",
                       final.get("threads_applied"))
-    if kind == "benchmark_model":
-        stats = [ln for ln in text.splitlines() if "count=" in ln]
-        summary = re.search(r"Inference \(avg\): ([\d.e+]+)", text)
-        if not stats and not summary:
-            raise RuntimeFailure("benchmark_model printed no timings")
-        kv = _kv(stats[-1]) if stats else {}
-        same = bool(stats) and "(all same)" in stats[-1]
-        mean = kv.get("avg") or (kv.get("curr") if same else None) or float(summary.group(1))
-        agg = {"mean": mean / 1e3, "std": kv.get("std", 0.0 if same else None),
-               "min": kv.get("min", mean) / 1e3, "runs": int(kv.get("count", 0)) or None,
-               "p50": kv["median"] / 1e3 if "median" in kv else None}
-        if agg["std"] is not None:
-            agg["std"] /= 1e3
-        peak = re.search(r"peak memory footprint \(MB\)[^:]*:\s*([\d.]+)", text, re.I)
-        return Parsed(None, agg, int(float(peak.group(1)) * 2**20) if peak else None,
-                      None if peak else "benchmark_model reported no peak memory",
-                      True, ["benchmark_model feeds random inputs; peak memory is its own "
-                             "sampling every 50 ms, not VmHWM"] if peak else
-                      ["benchmark_model feeds random inputs"])
-    if kind == "onnxruntime_perf_test":
-        avg = re.search(r"Average inference time cost[^:]*:\s*([\d.e+]+)\s*ms", text)
-        if not avg:
-            raise RuntimeFailure("onnxruntime_perf_test printed no average inference time")
-        pct = {int(p): float(v) * 1e3 for p, v in
-               re.findall(r"P(\d+) Latency(?: is)?:?\s*([\d.e+-]+)\s*s", text)}
-        mn = re.search(r"Min Latency(?: is)?:?\s*([\d.e+-]+)\s*s", text)
-        n = re.search(r"Total inference requests:\s*(\d+)", text)
-        peak = re.search(r"Peak working set size:\s*(\d+)\s*bytes", text)
-        agg = {"mean": float(avg.group(1)), "std": None, "min": float(mn.group(1)) * 1e3 if mn else None,
-               "runs": int(n.group(1)) if n else None,
-               "p50": pct.get(50), "p90": pct.get(90), "p99": pct.get(99)}
-        return Parsed(None, agg, int(peak.group(1)) if peak else None,
-                      None if peak else "onnxruntime_perf_test reported no peak working set",
-                      True, ["onnxruntime_perf_test feeds random inputs (-I) and does one "
-                             "warm-up run of its own"])
-    raise RuntimeFailure(f"unknown runner kind {kind}")
+    return _runner_for_kind(kind).parse_runner_output("".join(lines) + "\n" + stderr)
 
 def latency_block(p: Parsed) -> dict:
     """latency_summary of per-run times, or the runner's aggregates in the same keys."""
@@ -234,11 +218,4 @@ def runner_argv(runner: Runner, remote: dict, runs: int, warmup: int, threads: i
                 "--warmup", str(warmup), "--threads", str(threads), "--window", str(window_s),
                 "--out", f"{Path(m).parent}/result.json"]
         return argv + (["--sustained", str(sustained_s)] if sustained_s else [])
-    if runner.kind == "benchmark_model":
-        flag = {"xnnpack": ["--use_xnnpack=true"], "nnapi": ["--use_nnapi=true"],
-                "gpu": ["--use_gpu=true"]}.get(delegate or "", [])
-        return [r, f"--graph={m}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
-                "--min_secs=0", "--warmup_min_secs=0", "--max_secs=100000",
-                f"--num_threads={threads}", "--report_peak_memory_footprint=true", *flag]
-    ep = {"nnapi": "nnapi", "xnnpack": "xnnpack"}.get(delegate or "", "cpu")
-    return [r, "-m", "times", "-r", str(runs), "-x", str(threads), "-e", ep, "-I", m]
+    return _runner_for_kind(runner.kind).runner_argv(r, m, runs, warmup, threads, delegate)

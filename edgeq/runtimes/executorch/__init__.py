@@ -178,6 +178,13 @@ class ExecuTorchRuntime:
             raise describe_export_error(e, "ExecuTorch program emission") from e
         return program.buffer, delegation
 
+    def device_runner(self):
+        """How this runtime's artifacts are timed on a device (``edgeq.profiling.runners``):
+        the runner config key, the runner's kind, its command line and output parser."""
+        from edgeq.runtimes.executorch import device
+
+        return device
+
     # -- run -----------------------------------------------------------------------------
     def open(self, artifact: Path, threads: int | None = None) -> _Session:
         from executorch.runtime import Runtime

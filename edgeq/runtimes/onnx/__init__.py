@@ -174,6 +174,13 @@ class OnnxRuntime:
             details["notes"] = notes
         return delegation, details
 
+    def device_runner(self):
+        """How this runtime's artifacts are timed on a device (``edgeq.profiling.runners``):
+        the runner config key, the runner's kind, its command line and output parser."""
+        from edgeq.runtimes.onnx import device
+
+        return device
+
     # -- run -----------------------------------------------------------------------------
     def open(self, artifact: Path, threads: int | None = None):
         """An ``OrtSession`` on this host: the target's provider when this onnxruntime has

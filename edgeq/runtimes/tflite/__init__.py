@@ -151,6 +151,13 @@ class LiteRTRuntime:
             "basis": f"XNNPACK delegate applied by ai-edge-litert "
                      f"{self.versions()['ai-edge-litert']} on this host"})
 
+    def device_runner(self):
+        """How this runtime's artifacts are timed on a device (``edgeq.profiling.runners``):
+        the runner config key, the runner's kind, its command line and output parser."""
+        from edgeq.runtimes.tflite import device
+
+        return device
+
     # -- run -----------------------------------------------------------------------------
     def open(self, artifact: Path, threads: int | None = None):
         from edgeq.runtimes.tflite.session import open_session
