@@ -69,17 +69,27 @@ def results_table(report: dict, title: str = "results"):
 
 
 def budgets_table(rows: list[dict]):
+    from rich.markup import escape
     from rich.table import Table
 
-    from edgeq.report.budgets import format_value
+    from edgeq.report.baseline import device_label
+    from edgeq.report.budgets import (format_change, format_limit, format_row_value,
+                                      format_value, verdict)
 
+    compared = any("measure_unit" in b for b in rows)
     t = Table(title="budgets", title_justify="left")
-    for col in ("budget", "target", "recipe", "limit", "value", "result"):
+    for col in ("budget", "target", "recipe", "device", "limit", "value") + (
+            ("baseline", "change") if compared else ()) + ("result",):
         t.add_column(col)
     for b in rows:
-        res = "[green]pass[/]" if b["passed"] else f"[red]FAIL[/] {b.get('reason', '')}"
+        res = "[green]pass[/]" if b["passed"] and not b.get("note") else (
+            f"[yellow]{escape(verdict(b))}[/]" if b["passed"] else
+            f"[red]FAIL[/] {escape(verdict(b))}")
+        extra = (format_value(b.get("baseline"), b.get("measure_unit") or b["unit"]),
+                 format_change(b)) if compared else ()
         t.add_row(b["name"], str(b.get("target")), str(b.get("recipe")),
-                  format_value(b["limit"], b["unit"]), format_value(b["value"], b["unit"]), res)
+                  device_label(b.get("device"), b.get("profile")) or "-", format_limit(b),
+                  format_row_value(b), *extra, res)
     return t
 
 

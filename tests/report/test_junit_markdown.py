@@ -77,7 +77,7 @@ def assert_junit_consistent(root, suite):
     # Required by the schema: hostname, id, package; timestamp without a time zone.
     assert suite.get("hostname") and int(suite.get("id")) == 0 and suite.get("package")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp"))
-    assert int(suite.get("skipped")) == 0
+    assert int(suite.get("skipped")) == sum(1 for c in cases if c.find("skipped") is not None)
     assert float(suite.get("time")) == 0
     assert suite.get("name") == "edgeq budgets" and suite.get("timestamp")
     # The schema's order: properties, then test cases, then system-out / system-err.
@@ -119,11 +119,13 @@ def test_check_writes_junit_and_markdown_on_failure(files, tmp_path):
 
     md = m.read_text()
     assert md.startswith("### ❌ 2 of 12 budgets failed (1 exceeded, 1 not measured)\n")
-    failed_part, all_part = md.split("#### Failed budgets")[1].split("#### All results")
-    assert "| max_size | onnx-cpu | int8 | local | 2.86 MiB | 976.56 KiB | ❌ exceeded (+200%) |" \
+    failed_part, rest = md.split("#### Failed budgets")[1].split("<details>")
+    all_part = rest.split("#### All results")[1]
+    assert "| max_size | onnx-cpu | int8 | local | 2.86 MiB | <= 976.56 KiB | ❌ exceeded " \
+           "(+200%) |" in failed_part
+    assert "| max_latency_p50_ms | tflite-xnnpack | int8 | - | - | <= 5 ms | ❌ not measured |" \
         in failed_part
-    assert "| max_latency_p50_ms | tflite-xnnpack | int8 | - | - | 5 ms | ❌ not measured |" \
-        in failed_part
+    assert failed_part.count("\n| ") == 1 + 2  # header + the two failures only
     assert "executorch-xnnpack" not in failed_part
     assert "| executorch-xnnpack | int8 | 11.72 KiB | top1 89.60% | 0.40 | 1.5 ms | ✅ 3/3 |" \
         in all_part
@@ -233,3 +235,182 @@ def test_hundred_cells(tmp_path):
     assert m.read_text().splitlines()[0] == \
         f"### ❌ {size_fail + lat_fail} of 200 budgets failed ({size_fail + lat_fail - 10} " \
         f"exceeded, 10 not measured)"
+
+
+# --- against a baseline: schema-valid JUnit, the five-second Markdown summary ---------------
+
+DATA = Path(__file__).parent / "data"
+SCHEMAS = ["junit-windyroad.xsd", "junit-10.xsd"]  # Windy Road JUnit.xsd, Jenkins junit-10
+
+
+def baseline_files(tmp_path):
+    """A baseline and a PR report: one cell 30% bigger and 2 points worse, one 20 ms slower on
+    the phone, one new cell, one baseline cell gone."""
+    base = make_report([cell("executorch-xnnpack", "int8", 100_000, drop=0.5),
+                        cell("executorch-xnnpack", "int8", 100_000, p50=60.0, device="adb:R5C"),
+                        cell("onnx-cpu", "int8", 120_000),
+                        cell("tflite-xnnpack", "int8", 110_000)])
+    new = make_report([cell("executorch-xnnpack", "int8", 130_000, drop=2.5),
+                       cell("executorch-xnnpack", "int8", 100_000, p50=80.0, device="adb:R5C"),
+                       cell("onnx-cpu", "int8", 120_000),
+                       cell("onnx-cpu", "int8-qat", 120_000)])
+    new["model"]["sha256"] = "cd" * 32
+    paths = []
+    for name, rep in (("base.json", base), ("report.json", new)):
+        (tmp_path / name).write_text(json.dumps(rep))
+        paths.append(tmp_path / name)
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("budgets:\n  - max_size: 1MB\n    max_size_growth_pct: 10\n"
+                       "    max_extra_accuracy_drop: 1\n"
+                       "  - device: adb:*\n    max_latency_p50_growth_pct: 20\n")
+    return paths[0], paths[1], budgets
+
+
+def test_check_against_baseline(tmp_path):
+    base, report, budgets = baseline_files(tmp_path)
+    x, m = tmp_path / "junit.xml", tmp_path / "summary.md"
+    r = invoke(["check", report, "--budgets", budgets, "--baseline", base, "--junit", x,
+                "--markdown", m, "--json"])
+    assert r.exit_code == 1, r.output
+    out = r.json()
+    assert out["baseline"] == {"path": str(base), "sha256": "ab" * 32,
+                               "created": "2026-11-22T10:00:00Z",
+                               "gone": ["tflite-xnnpack / int8 on local"]}
+    assert len(out["budgets"]) == 13  # 3 budgets x 4 cells + 1 on the phone
+    failed = {(b["name"], b["device"]) for b in out["budgets"] if not b["passed"]}
+    assert failed == {("max_size_growth_pct", "local"), ("max_extra_accuracy_drop", "local"),
+                      ("max_latency_p50_growth_pct", "adb:R5C")}
+    assert "baseline cell not in this report: tflite-xnnpack / int8 on local" in r.stderr
+    assert "10/13 budgets passed (2 without a baseline); 3 exceeded" in r.stderr
+
+    md = m.read_text()
+    lines = md.splitlines()
+    assert lines[0] == "### ❌ 3 of 13 budgets exceeded"
+    assert "baseline `" + str(base) + "` (model changed: `abababababab` → `cdcdcdcdcdcd`)" \
+        in lines[2]
+    head, details = md.split("<details>")
+    # the failures first, with the baseline and the change, and nothing that passed
+    assert "| max_size_growth_pct | executorch-xnnpack | int8 | local | +30% | <= 10% | " \
+           "97.66 KiB | +29.30 KiB (+30%) | ❌ exceeded |" in head
+    assert "| max_extra_accuracy_drop | executorch-xnnpack | int8 | local | 2 points | " \
+           "<= 1 points | 89.5 points | -2 points | ❌ exceeded |" in head
+    assert "| max_latency_p50_growth_pct | executorch-xnnpack | int8 | adb:R5C | +33.3% | " \
+           "<= 20% | 60 ms | +20 ms (+33%) | ❌ exceeded |" in head
+    assert head.count("\n| ") == 1 + 3
+    assert "🆕 1 new cell without a baseline (relative budgets pass): onnx-cpu / int8-qat on " \
+           "local" in head
+    assert "🗑️ 1 baseline cell not in this report: tflite-xnnpack / int8 on local" in head
+    assert details.startswith("<summary>All 13 budgets (10 passed) and 4 results</summary>")
+    assert details.rstrip().endswith("</details>")
+    assert "| max_size_growth_pct | onnx-cpu | int8-qat | local | - | <= 10% | - | - | " \
+           "🆕 new cell: no baseline |" in details
+
+    root, suite = parse_junit(x)
+    cases, failures = assert_junit_consistent(root, suite)
+    assert len(cases) == 13 and len(failures) == 3
+    skipped = [c for c in cases if c.find("skipped") is not None]
+    assert [(c.get("classname"), c.get("name"), c.find("skipped").get("message"))
+            for c in skipped] == [
+        ("edgeq.onnx-cpu.int8-qat.local", "max_size_growth_pct <= 10%", "new cell: no baseline"),
+        ("edgeq.onnx-cpu.int8-qat.local", "max_extra_accuracy_drop <= 1 points",
+         "new cell: no baseline")]
+    assert suite.get("skipped") == "2"
+    lat = next(c for c in cases if c.get("classname") == "edgeq.executorch-xnnpack.int8.adb:R5C"
+               and c.get("name") == "max_latency_p50_growth_pct <= 20%")
+    assert lat.find("failure").get("message") == \
+        "value +33.3% exceeds limit 20% (baseline 60 ms, now 80 ms)"
+    assert "baseline: 60 ms\ncurrent: 80 ms\nchange: +20 ms (+33%)" in lat.find("failure").text
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props["baseline.path"] == str(base) and props["baseline.sha256"] == "ab" * 32
+    system_out = suite.find("system-out").text.splitlines()
+    assert len(system_out) == 13 + 1  # a line per test case, then the gone cell
+    assert "edgeq.onnx-cpu.int8.local max_size <= 976.56 KiB: value 117.19 KiB -> pass " \
+           "(baseline 117.19 KiB, change 0 B (+0%))" in system_out
+    assert "edgeq.onnx-cpu.int8-qat.local max_size_growth_pct <= 10%: value - -> new cell: " \
+           "no baseline (baseline -, change -)" in system_out
+    assert system_out[-1] == \
+        "baseline cell gone (not in this report): tflite-xnnpack / int8 on local"
+
+
+@pytest.mark.parametrize("xsd", SCHEMAS)
+def test_junit_validates_against_schema(tmp_path, xsd):
+    """The common JUnit schemas CI systems read, checked by a real XSD validator."""
+    xmlschema = pytest.importorskip("xmlschema")
+    schema = xmlschema.XMLSchema(str(DATA / xsd))
+    base, report, budgets = baseline_files(tmp_path)
+    budgets.write_text(budgets.read_text() + "  - max_energy_mj: 5\n"
+                       "    min_sustained_over_peak: 0.8\n    max_latency_p90_ms: 1ms\n")
+    x = tmp_path / "junit.xml"
+    r = invoke(["check", report, "--budgets", budgets, "--baseline", base, "--junit", x])
+    assert r.exit_code == 1, r.output
+    schema.validate(str(x))  # raises with the offending element when invalid
+    root, suite = parse_junit(x)
+    kinds = {c[0].tag if len(c) else "pass" for c in suite.findall("testcase")}
+    assert kinds == {"pass", "failure", "skipped"}  # every case shape was validated
+    # and the plain report without a baseline, plus names that need escaping
+    rep = make_report([cell("a<b>&\"c", "int8|x", 5_000_000)])
+    rows = check(rep, parse_budgets({"max_size": "1MB", "min_sustained_over_peak": 0.5}, "t"))
+    schema.validate(junit_xml(rep, rows).decode("utf-8"))
+    assert not schema.is_valid("<testsuites><testsuite name='x'/></testsuites>")
+
+
+def test_missing_baseline_allowed(tmp_path):
+    base, report, budgets = baseline_files(tmp_path)
+    m = tmp_path / "m.md"
+    gone = tmp_path / "no-such" / "report.json"
+    r = invoke(["check", report, "--budgets", budgets, "--baseline", gone,
+                "--allow-no-baseline", "--markdown", m, "--json"])
+    assert r.exit_code == 0, r.output
+    out = r.json()
+    assert out["baseline"] == {"path": str(gone), "missing": True, "gone": []}
+    rel = [b for b in out["budgets"] if b["name"].endswith(("_pct", "extra_accuracy_drop"))]
+    assert rel and all(b["passed"] and b["note"] == "new cell: no baseline" for b in rel)
+    md = m.read_text()
+    assert f"⚠️ no baseline (`{gone}` not found): relative budgets not compared" in md
+    assert "new cell without" not in md and "| baseline |" not in md
+    assert "relative budgets were not compared" in r.stderr
+
+
+def test_hundred_cells_in_a_subprocess_without_torch(tmp_path):
+    """`edgeq check` on a 100-cell report (and its baseline) never imports torch, and is
+    quick: measured with -X importtime in a real process."""
+    import time
+
+    cells = [cell(f"target-{i % 5}", f"recipe-{i}", 10_000 + 1_000 * i,
+                  p50=None if i % 10 == 0 else 0.5 + i / 100) for i in range(100)]
+    (tmp_path / "base.json").write_text(json.dumps(make_report(cells)))
+    grown = [dict(c, artifact=dict(c["artifact"], size_bytes=c["artifact"]["size_bytes"] * 1.2))
+             for c in cells]
+    (tmp_path / "report.json").write_text(json.dumps(make_report(grown)))
+    (tmp_path / "b.yaml").write_text("max_size: 100KB\nmax_latency_p50_ms: 1\n"
+                                     "max_size_growth_pct: 10\n")
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgeq", "check",
+                        "report.json", "--budgets", "b.yaml", "--baseline", "base.json",
+                        "--junit", "j.xml", "--markdown", "m.md", "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    elapsed = time.perf_counter() - t0
+    assert p.returncode == 1, p.stderr[-2000:]
+    imported = [ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.splitlines()
+                if ln.startswith("import time:")]
+    assert len(imported) > 50  # -X importtime did report
+    assert not [m for m in imported if m == "torch" or m.startswith("torch.")]
+    out = json.loads(p.stdout)
+    assert len(out["budgets"]) == 300
+    assert sum(1 for b in out["budgets"] if b["name"] == "max_size_growth_pct"
+               and not b["passed"]) == 100
+    assert elapsed < 30, elapsed
+
+
+def test_markdown_fits_a_pull_request_comment():
+    cells = [cell(f"target-{i % 5}", f"recipe-{i}", 10_000 + 1_000 * i) for i in range(100)]
+    rep = make_report(cells)
+    rows = check(rep, parse_budgets({"max_size": "50KB", "max_latency_p50_ms": 1,
+                                     "max_accuracy_drop": 0.1, "max_peak_memory": "1MB"}, "t"))
+    md = markdown_summary(rep, rows)
+    assert len(md) < 65_536 and "400 budget rows left out" in md
+    assert md.count("\n| max_size | ") == sum(1 for r in rows if r["name"] == "max_size"
+                                             and not r["passed"])  # failures still listed
+    small = markdown_summary(make_report(cells[:3]), rows[:3])
+    assert "left out" not in small and "#### All budgets" in small
