@@ -44,14 +44,20 @@ def results_table(report: dict, title: str = "results"):
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ("target", "recipe", "size", "accuracy", "drop", "p50 ms", "p90 ms", "runner",
-                "peak mem", "delegated", "ops on CPU"):
-        t.add_column(col, justify="left" if col in ("target", "recipe", "runner", "ops on CPU")
-                     else "right")
+    # A device column when the cells were profiled on more than one device (edgeq run).
+    devices = {(r.get("profile") or {}).get("device") for r in report["results"]}
+    by_device = len(devices - {None}) > 1
+    cols = ("target", "recipe") + (("device",) if by_device else ()) + (
+        "size", "accuracy", "drop", "p50 ms", "p90 ms", "runner", "peak mem", "delegated",
+        "ops on CPU")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("target", "recipe", "device", "runner",
+                                                    "ops on CPU") else "right")
     for r in report["results"]:
+        dev = ((r.get("profile") or {}).get("device") or "-",) if by_device else ()
         if r.get("error"):
-            t.add_row(r.get("target", "?"), r.get("recipe", "?"), "-", "-", "-", "-", "-", "-",
-                      "-", "-", f"[red]failed: {r['error']}[/]")
+            t.add_row(r.get("target", "?"), r.get("recipe", "?"), *dev, "-", "-", "-", "-",
+                      "-", "-", "-", "-", f"[red]failed: {r['error']}[/]")
             continue
         acc = r.get("accuracy") or {}
         prof = r.get("profile") or {}
@@ -61,7 +67,7 @@ def results_table(report: dict, title: str = "results"):
         accs = f"{acc.get('metric', '')} {fmt(acc.get('value'), 2, unit)}" if acc else "-"
         share = d.get("delegated_share")
         cpu_ops = ", ".join(f"{o['op']}×{o['count']}" for o in d.get("fallback_ops", [])) or "-"
-        t.add_row(r["target"], r["recipe"], fmt_bytes(r["artifact"]["size_bytes"]), accs,
+        t.add_row(r["target"], r["recipe"], *dev, fmt_bytes(r["artifact"]["size_bytes"]), accs,
                   fmt(acc.get("drop")), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p90")),
                   _runner(prof, r), fmt_bytes(prof.get("peak_memory_bytes")),
                   "-" if share is None else f"{share:.0%}", cpu_ops)

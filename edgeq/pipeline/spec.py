@@ -330,7 +330,7 @@ def _budgets(d, w: _Where, spec: PipelineSpec) -> list[dict]:
     """Each entry through ``budgets.parse_budgets`` (its messages, prefixed with file:line);
     then a ``target:`` / ``recipe:`` / ``device:`` selector matching nothing in the matrix
     is refused: it would silently check nothing."""
-    from edgeq.report.budgets import parse_budgets
+    from edgeq.report.budgets import BUDGETS, parse_budgets
 
     raw = d["budgets"]
     entries = [raw] if isinstance(raw, dict) else raw
@@ -352,6 +352,12 @@ def _budgets(d, w: _Where, spec: PipelineSpec) -> list[dict]:
                 line = next((_line(entry, k) for k in entry if f"'{k}'" in msg
                              or f" {k} " in msg or f" {k}:" in msg), line)
             raise w.err(line, msg) from None
+        for b in parsed:
+            if BUDGETS[b["key"]].relative:
+                raise w.err(_line(entry, b["key"], line) if isinstance(entry, dict) else line,
+                            f"'{b['key']}' compares with a baseline report: put it in a "
+                            "budgets file for `edgeq check REPORT --budgets FILE --baseline "
+                            "OLD` after the run")
         for sel, valid in names.items():
             pattern = entry.get(sel) if isinstance(entry, dict) else None
             if pattern is None:

@@ -70,6 +70,11 @@ def test_wrong_unit_in_a_budget(tmp_path):
         "'5 MiBs' is not a size")
 
 
+def test_relative_budget_points_to_check_baseline(tmp_path):
+    bad(tmp_path, GOOD.replace("max_size: 2MB", "max_size_growth_pct: 10"), "edgeq.yaml:11:",
+        "'max_size_growth_pct' compares with a baseline report", "--baseline")
+
+
 def test_budget_for_a_target_not_in_the_matrix(tmp_path):
     bad(tmp_path, GOOD.replace("executorch-*", "tflite-*"), "edgeq.yaml:12:",
         "budget for target 'tflite-*'", "not in the matrix",
