@@ -18,8 +18,9 @@ from edgeq.cli.options import force_option, json_option
               help="Run builds, evaluations and estimates in N local worker processes "
                    "(measured local profiles still run one at a time).")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
-              help="Run the tasks on an existing Ray cluster (e.g. ray://head:10001 or "
-                   "auto); needs `pip install 'edgeq[ray]'`.")
+              help="Run the tasks on an existing Ray cluster (e.g. head:6379 or auto); "
+                   "devices are the hosts that joined with `edgeq ray-worker`, `local` "
+                   "profiles run on this host. Needs `pip install 'edgeq[ray]'`.")
 @force_option
 @json_option
 def run(pipeline, out_dir, jobs, ray_address, force, as_json):
