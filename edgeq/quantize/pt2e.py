@@ -31,11 +31,12 @@ class QatConfig:
     seed: int = 0
 
 
-def activation_observer(name: str):
-    """The torchao observer class for an edgeq observer name (see ``recipes.OBSERVERS``)."""
-    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
+def activation_observer(recipe):
+    """The PT2E observer constructor (class with arguments bound) for the recipe's
+    activation observer; see ``edgeq.quantize.observers``."""
+    from edgeq.quantize.observers import observer_for
 
-    return {"minmax": MinMaxObserver, "histogram": HistogramObserver}[name]
+    return observer_for(recipe)
 
 
 def resolve_keep_float(module, patterns) -> list[str]:

@@ -239,10 +239,27 @@ def test_cli_eval_and_profile(int8, tw, tmp_path, monkeypatch):
     assert p["peak_memory_bytes"] > 0
 
 
-def test_observer_entropy_is_rejected(tw, tmp_path):
+def test_observer_entropy_is_honoured(tw, tmp_path, int8, fp32):
+    """edgeq's KL observer reaches litert-torch: a different input scale than the
+    default histogram's, and outputs still close to fp32."""
+    _cli_export(tw, tmp_path / "o", "--calib", tw.calib, "--observer", "entropy")
+    art = tmp_path / "o" / f"build.int8.{TARGET}.tflite"
+    assert _manifest(art)["recipe"]["activation_observer"] == "entropy"
+    x = np.load(tw.eval)["x"]
+    assert _cosine(_outputs(art, x), _outputs(fp32[0], x)) > 0.98
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    def input_scale(path):
+        return Interpreter(model_path=str(path)).get_input_details()[0]["quantization"][0]
+
+    assert input_scale(art) != input_scale(int8[0])
+
+
+def test_observer_unknown_is_rejected(tw, tmp_path):
     r = invoke(["export", tw.model, "-t", TARGET, "--calib", tw.calib, "--observer",
-                "entropy", "-o", tmp_path / "o"])
-    assert_bad_input(r, "entropy", "not available for LiteRT")
+                "entropie", "-o", tmp_path / "o"])
+    assert_bad_input(r, "--observer", "'entropie' does not exist", "did you mean 'entropy'")
 
 
 # -- NNAPI coverage (predicted) -------------------------------------------------------------

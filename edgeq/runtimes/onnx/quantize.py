@@ -5,16 +5,13 @@ The pieces, in order:
 
 1. ``quant_pre_process``: shape inference and ORT's basic graph optimisation.
 2. Activation ranges, computed here rather than inside ``quantize_static`` (which can neither
-   set histogram bins nor bound memory):
-   - ``minmax`` / ``entropy`` / ``percentile``: ORT's own calibrators, built directly with
-     ``create_calibrator`` so ``histogram_bins`` and ``percentile`` reach them, fed in chunks
-     of at most ``CALIB_CHUNK`` samples. ``HistogramCalibrater.collect_data`` turns each
-     chunk's activations into its running histograms and then clears them
-     (``clear_collected_data``), so memory holds one chunk, not the whole set (the
-     all-at-once call held ~8.6 GB for MobileNetV2 on 128 images).
-   - ``histogram`` (edgeq's default): torchao's ``HistogramObserver`` per tensor, the same
-     L2-optimal range search the PT2E flows use, fed chunk by chunk from a copy of the
-     model whose intermediate tensors are extra outputs.
+   set histogram bins nor bound memory: its Percentile / Entropy calibrators hold every
+   activation, ~8.6 GB for MobileNetV2 on 128 images): edgeq's observers
+   (``edgeq.quantize.observers``, the very classes the PT2E flows use, so an observer name
+   means one algorithm on every target) per tensor, fed chunk by chunk (at most
+   ``CALIB_CHUNK`` samples and ``CALIB_CHUNK_BYTES`` of activations) from a copy of the
+   model whose intermediate tensors are extra outputs. The histogram observers keep a fixed
+   number of bins, so memory holds one chunk, whatever the calibration set's size.
 3. ``quantize_static`` in QDQ format with those ranges handed over through its calibration
    cache (``calibration_cache_path``), the public way to give it precomputed ``TensorsData``.
 """
@@ -29,7 +26,6 @@ from edgeq.errors import BadInput, RuntimeFailure
 
 CALIB_CHUNK = 16  # samples per calibrator call
 CALIB_CHUNK_BYTES = 1 << 30  # and at most this many bytes of activations per call
-ENTROPY_QUANTIZED_BINS = 128  # ORT's (and TensorRT's) default for the KL search
 ACTIVATION_TYPES = ("int8", "uint8")
 
 
@@ -62,11 +58,8 @@ def quantize(fp32_path: Path, out_path: Path, recipe, calib, activation_dtype: s
     chunk = chunk_size(model, tensors)
     inits = {i.name for i in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in inits]
-    if recipe.activation_observer == "histogram":
-        ranges = histogram_ranges(pre, model, inputs, tensors, calib, chunk,
-                                  recipe.histogram_bins, workdir, progress)
-    else:
-        ranges = ort_ranges(pre, inputs, recipe, calib, chunk, workdir, progress)
+    ranges = observer_ranges(pre, model, inputs, tensors, calib, chunk, recipe, workdir,
+                             progress)
     cache = workdir / "ranges.json"
     save_tensors_data(ranges, cache)
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[activation_dtype]
@@ -77,14 +70,9 @@ def quantize(fp32_path: Path, out_path: Path, recipe, calib, activation_dtype: s
             activation_type=qtype, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
             calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    observer = {
-        "minmax": "onnxruntime MinMaxCalibrater",
-        "entropy": f"onnxruntime EntropyCalibrater, {recipe.histogram_bins} bins",
-        "percentile": f"onnxruntime PercentileCalibrater, {recipe.histogram_bins} bins, "
-                      f"{recipe.percentile} two-sided",
-        "histogram": f"torchao HistogramObserver (L2-optimal range), {recipe.histogram_bins} "
-                     "bins",
-    }[recipe.activation_observer]
+    from edgeq.quantize.observers import describe
+
+    observer = describe(recipe)
     return {"format": "QDQ", "activation_dtype": activation_dtype, "weight_dtype": "int8",
             "observer": observer, "calibration_chunk_samples": chunk,
             "nodes_kept_float": exclude}
@@ -160,61 +148,15 @@ def _feeds(names: list[str], calib, indices):
         yield dict(zip(names, calib.sample(i)))
 
 
-def ort_ranges(pre: Path, inputs: list[str], recipe, calib, chunk: int, workdir: Path,
-               progress):
-    """MinMax / Entropy / Percentile ranges from ORT's calibrators, ``chunk`` samples a
-    call. Percentile cuts ``(100 - percentile) / 2`` % of the values off each end (ORT's
-    ``symmetric=False`` mode; its symmetric default would give a ReLU output a range of
-    [-a, a] and waste half the codes)."""
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
-
-    from edgeq.runtimes.onnx.export import quiet
-
-    method, extra = {
-        "minmax": (CalibrationMethod.MinMax, {"symmetric": False}),
-        "entropy": (CalibrationMethod.Entropy,
-                    {"num_bins": recipe.histogram_bins, "symmetric": False,
-                     "num_quantized_bins": ENTROPY_QUANTIZED_BINS}),
-        "percentile": (CalibrationMethod.Percentile,
-                       {"num_bins": recipe.histogram_bins, "symmetric": False,
-                        "percentile": float(recipe.percentile)}),
-    }[recipe.activation_observer]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, feeds):
-            self.feeds = iter(feeds)
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    with quiet():
-        calibrator = create_calibrator(pre, default_op_types(),
-                                       augmented_model_path=str(workdir / "augmented.onnx"),
-                                       calibrate_method=method, extra_options=extra)
-    n = len(calib)
-    label = f"calibrating ({recipe.activation_observer}) on {n} samples"
-    with progress.task(label, total=n) as advance, quiet():
-        for start in range(0, n, chunk):
-            idx = range(start, min(start + chunk, n))
-            calibrator.collect_data(Reader(_feeds(inputs, calib, idx)))
-            advance(len(idx))
-    what = {"entropy": "searching KL-optimal thresholds",
-            "percentile": "reading percentiles"}.get(recipe.activation_observer)
-    if what is None:
-        with quiet():
-            return calibrator.compute_data()
-    with progress.task(what), quiet():
-        return calibrator.compute_data()
-
-
-def histogram_ranges(pre: Path, model, inputs: list[str], tensors: list[str], calib,
-                     chunk: int, bins: int, workdir: Path, progress):
-    """Per-tensor ranges from torchao's ``HistogramObserver`` (int8, per-tensor affine,
-    ``bins`` bins): the range that minimises the L2 quantization error of the observed
-    histogram. Returned as MinMax ``TensorsData`` (rmin, rmax) chosen so ORT's scale and
-    zero point equal the observer's: rmin = (qmin - zp) * scale, rmax = (qmax - zp) * scale.
-    The same grid serves uint8 activations (zero point shifted by 128)."""
+def observer_ranges(pre: Path, model, inputs: list[str], tensors: list[str], calib,
+                    chunk: int, recipe, workdir: Path, progress):
+    """Per-tensor ranges from edgeq's observer for the recipe (``observers.observer_for``:
+    the same classes, bins and percentile the PT2E flows use), int8 per-tensor affine, fed
+    ``chunk`` samples at a time (one row per sample) from a copy of the model whose
+    intermediate tensors are extra outputs. Returned as MinMax ``TensorsData`` (rmin, rmax)
+    chosen so ORT's scale and zero point equal the observer's: rmin = (qmin - zp) * scale,
+    rmax = (qmax - zp) * scale. The same grid serves uint8 activations (zero point shifted
+    by 128)."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -224,7 +166,7 @@ def histogram_ranges(pre: Path, model, inputs: list[str], tensors: list[str], ca
     from edgeq.runtimes.onnx.export import quiet
 
     with quiet():
-        from torchao.quantization.pt2e import HistogramObserver
+        from edgeq.quantize.observers import observed_range, observer_for
 
     graph_inputs = {i.name for i in model.graph.input}
     wanted = [t for t in tensors if t not in graph_inputs]
@@ -242,31 +184,30 @@ def histogram_ranges(pre: Path, model, inputs: list[str], tensors: list[str], ca
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
     session = ort.InferenceSession(str(aug_path), so, providers=["CPUExecutionProvider"])
-    observers = {t: HistogramObserver(bins=bins, dtype=torch.int8,
-                                      qscheme=torch.per_tensor_affine) for t in tensors}
-    n = len(calib)
-    with progress.task(f"calibrating (histogram, {bins} bins) on {n} samples",
-                       total=n) as advance, torch.no_grad():
+    # ORT has no scale floor: float32's eps, not the 2**-12 XNNPACK's PT2E configs use.
+    ctr = observer_for(recipe, eps=float(torch.finfo(torch.float32).eps))
+    observers = {t: ctr(dtype=torch.int8, qscheme=torch.per_tensor_affine) for t in tensors}
+    n, name = len(calib), recipe.activation_observer
+    with progress.task(f"calibrating ({name}) on {n} samples", total=n) as advance, \
+            torch.no_grad():
         for start in range(0, n, chunk):
             idx = range(start, min(start + chunk, n))
             seen: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
             for feed in _feeds(inputs, calib, idx):
                 outs = session.run(wanted, feed)
                 for t, o in zip(wanted, outs):
-                    seen[t].append(o.reshape(-1))
+                    seen[t].append(o.reshape(1, -1))
                 for t in tensors:
                     if t in feed:
-                        seen[t].append(np.array(feed[t]).reshape(-1))
+                        seen[t].append(np.asarray(feed[t]).reshape(1, -1))
             for t, parts in seen.items():
                 observers[t](torch.from_numpy(np.concatenate(parts).astype(np.float32)))
             advance(len(idx))
     ranges = {}
-    with progress.task("searching L2-optimal ranges"), quiet():
+    with progress.task(f"choosing {name} ranges"), quiet():
         for t, obs in observers.items():
-            scale, zp = obs.calculate_qparams()
-            scale, zp = float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0])
-            ranges[t] = (np.array((obs.quant_min - zp) * scale, np.float32),
-                         np.array((obs.quant_max - zp) * scale, np.float32))
+            lo, hi = observed_range(obs)
+            ranges[t] = (np.array(lo, np.float32), np.array(hi, np.float32))
     return TensorsData(CalibrationMethod.MinMax, ranges)
 
 
