@@ -1,0 +1,127 @@
+"""Per-layer sensitivity by PT2E fake quantization: quantization points are found per layer,
+the ranking puts the layers that really hurt first, and the numbers are consistent."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from helpers import TINY_MODEL, make_data  # noqa: E402
+
+from edgeq.data import Dataset  # noqa: E402
+from edgeq.models import load_model  # noqa: E402
+from edgeq.progress import QUIET  # noqa: E402
+from edgeq.quantize.sensitivity import analyze  # noqa: E402
+from edgeq.recipes import PRESETS  # noqa: E402
+from edgeq.targets import get_target  # noqa: E402
+
+# fc1 writes 8 huge features (bias 3000) that fc2 ignores: one per-tensor int8 scale for
+# fc1's output crushes the 24 small features fc2 reads. Only keeping BOTH fc1 and fc2 in
+# float removes that edge's quantization (a float layer's neighbour still quantizes it).
+OUTLIER_MODEL = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+
+    class Outlier(nn.Module):
+        def __init__(self, add=False):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc0 = nn.Linear(16, 32)
+            self.fc1 = nn.Linear(32, 32)
+            self.fc2 = nn.Linear(32, 10)
+            self.add = add
+            with torch.no_grad():
+                self.fc1.weight[24:] *= 0
+                self.fc1.bias[24:] = 3000.0
+                self.fc2.weight[:, 24:] = 0
+                self.fc2.weight[:] *= 4
+
+        def forward(self, x):
+            h = self.fc1(torch.relu(self.fc0(x)))
+            if self.add:  # an op in no layer: its int8 output cannot be kept in float
+                h = h + h
+            return self.fc2(h)
+
+
+    def build():
+        return Outlier().eval(), (torch.randn(1, 16),)
+
+
+    def build_add():
+        return Outlier(add=True).eval(), (torch.randn(1, 16),)
+""")
+
+
+def outlier_data(seed: int, n: int = 64) -> dict:
+    import numpy as np
+
+    return {"x": np.random.default_rng(seed).standard_normal((n, 16)).astype(np.float32)}
+
+
+def _ds(d: dict, labels: bool = True) -> Dataset:
+    return Dataset({"x": d["x"]}, d.get("y") if labels else None, "test")
+
+
+def test_tiny_ranked_and_consistent(tmp_path):
+    (tmp_path / "m.py").write_text(TINY_MODEL)
+    model = load_model(f"{tmp_path / 'm.py'}:build", None, False)
+    block = analyze(model, get_target("executorch-xnnpack"), PRESETS["int8"],
+                    _ds(make_data(seed=0)), _ds(make_data(seed=2)), QUIET)
+    assert block["metric"] == "top1" and block["target"] == "executorch-xnnpack"
+    assert block["simulated_with"] == "executorch-xnnpack" and block["samples"] == 64
+    rows = block["layers"]
+    assert sorted(r["name"] for r in rows) == ["conv1", "conv2", "fc"]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
+    full = block["all_int8"]["sqnr_db"]
+    assert 15 < full < 60
+    for r in rows:
+        assert set(r) >= {"name", "sqnr_db", "metric_drop", "float_recovery_db",
+                          "float_recovery_points", "op", "params", "score", "rank"}
+        # One layer alone adds less noise than all of them together.
+        assert r["sqnr_db"] > full
+        assert r["float_recovery_db"] > -1.0
+    assert {r["name"]: r["params"] for r in rows} == {"conv1": 40, "conv2": 296, "fc": 1290}
+    assert {r["name"]: r["op"] for r in rows}["fc"] == "Linear"
+
+
+def test_outlier_edge_ranked_first(tmp_path):
+    (tmp_path / "o.py").write_text(OUTLIER_MODEL)
+    model = load_model(f"{tmp_path / 'o.py'}:build", None, False)
+    # onnx-cpu quantizes its own format: simulated with a PT2E quantizer as a proxy.
+    block = analyze(model, get_target("onnx-cpu"), PRESETS["int8"],
+                    _ds(outlier_data(0), False), _ds(outlier_data(1), False), QUIET)
+    assert block["metric"] == "agreement" and block["simulated_with"] != "onnx-cpu"
+    rows = {r["name"]: r for r in block["layers"]}
+    assert [r["name"] for r in block["layers"]][2] == "fc0"
+    assert block["all_int8"]["sqnr_db"] < 3 and block["all_int8"]["metric_drop"] > 50
+    for name in ("fc1", "fc2"):  # alone, each quantizes the crushed edge
+        assert rows[name]["sqnr_db"] < 3 and rows[name]["metric_drop"] > 50
+        assert rows[name]["score"] > 0.9
+        # Alone in float, each leaves the edge quantized by its neighbour: no recovery.
+        assert abs(rows[name]["float_recovery_db"]) < 1
+    assert rows["fc0"]["sqnr_db"] > 20 and rows["fc0"]["score"] < 0.1
+
+
+def test_base_keep_float_is_excluded(tmp_path):
+    (tmp_path / "m.py").write_text(TINY_MODEL)
+    model = load_model(f"{tmp_path / 'm.py'}:build", None, False)
+    block = analyze(model, get_target("tflite-xnnpack"),
+                    PRESETS["int8"].with_(keep_float=("conv*",)),
+                    _ds(make_data(seed=0)), _ds(make_data(seed=2, n=32)), QUIET)
+    assert [r["name"] for r in block["layers"]] == ["fc"]
+    assert block["simulated_with"] == "tflite-xnnpack" and block["samples"] == 32
+
+
+def test_fp32_recipe_refused(tmp_path):
+    from edgeq.errors import BadInput
+
+    (tmp_path / "m.py").write_text(TINY_MODEL)
+    model = load_model(f"{tmp_path / 'm.py'}:build", None, False)
+    with pytest.raises(BadInput, match="quantizes nothing"):
+        analyze(model, get_target("executorch-xnnpack"), PRESETS["fp32"],
+                _ds(make_data()), _ds(make_data()), QUIET)
