@@ -3,7 +3,9 @@
 Sources (``load_dataset``): ``.npz`` (array ``x`` or one array per ``forward()``
 argument, optional ``y``), ``.npy``, a folder of images (class sub-folders give labels),
 ``module:function`` returning or yielding batches, or a built-in name (``digits:train``,
-``digits:eval``). Every sample is kept as numpy; nothing here imports torch.
+``digits:eval``; real photos ``photos:calib`` / ``photos:eval``, see edgeq.zoo.photos;
+real sentences ``sentences:calib`` / ``sentences:eval``, see edgeq.zoo.sentences).
+Every sample is kept as numpy; nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -201,11 +203,20 @@ def load_dataset(source: str, input_names: list[str] | None = None,
         ds = _from_folder(path, image_options or ImageOptions(), input_names)
     elif source.startswith("digits"):
         ds = _builtin(source)
+    elif source.startswith("photos:"):  # real photos for ImageNet models (edgeq.zoo.photos)
+        from edgeq.zoo.photos import load_photos
+
+        ds = Dataset({(input_names or ["x"])[0]: load_photos(source[7:])}, None, source)
+    elif source.startswith("sentences:"):  # real English text for minilm-l6 (edgeq.zoo.sentences)
+        from edgeq.zoo.sentences import load_sentences
+
+        ds = Dataset(load_sentences(source[10:], input_names), None, source)
     elif ":" in source and not path.exists():
         ds = _from_callable(source, input_names)
     else:
         raise BadInput(f"data '{source}': not found; give a .npz/.npy file, an image folder, "
-                       "module:function, or digits:train / digits:eval")
+                       "module:function, or digits:train / digits:eval / photos:calib / "
+                       "photos:eval / sentences:calib / sentences:eval")
     return validate(ds)
 
 

@@ -78,8 +78,10 @@ def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[s
     targets = _targets(target_names)
     recipes = [load_recipe(r) for r in recipe_specs]
     if opts.observer:
-        recipes = [r.with_(activation_observer=opts.observer) if r.quantized else r
-                   for r in recipes]
+        from edgeq.recipes import observer_fields
+
+        obs = observer_fields(opts.observer, "--observer")
+        recipes = [r.with_(**obs) if r.quantized else r for r in recipes]
     if opts.keep_float:
         recipes = [r.with_(keep_float=tuple(opts.keep_float)) if r.quantized else r
                    for r in recipes]
@@ -102,7 +104,7 @@ def export_matrix(model_spec: str, target_names: list[str], recipe_specs: list[s
             cells.append((r, None))
             if qat and r.name in qat_recipes:
                 cells.append((r, qat))
-    if any(r.quantized and q is None for r, q in cells) and calib is None and qat is None:
+    if any(r.needs_calibration and q is None for r, q in cells) and calib is None and qat is None:
         raise BadInput("quantized recipes need calibration data: pass --calib DATA "
                        "(or --qat-data DATA for QAT)")
     report = open_report(opts.out_dir, model, opts.force)

@@ -47,7 +47,10 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
     prepare_output_dir(Path(opts.out_dir), [name, manifest_path(out).name,
                                             *(p.name for p in also)], opts.force)
     selected, extra = None, {}
-    if recipe.quantized and qat is None:
+    # Dynamic / weight-only recipes need data only for a data-driven weight rounding.
+    if recipe.quantized and qat is None and (recipe.needs_calibration or (
+            calib is not None and (recipe.weight_rounding != "nearest"
+                                   or recipe.smoothquant is not None))):
         if calib is None:
             raise BadInput(f"recipe '{recipe.name}' quantizes activations and needs "
                            "calibration data: pass --calib DATA (or --qat-data for QAT)")
@@ -65,6 +68,12 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
                         "epochs": qat.epochs, "lr": qat.lr,
                         "loss": qat.loss if qat.loss != "auto" else
                         ("ce" if qat.data.labels is not None else "kd")}
+    if qat is None:  # the recipe's float-model passes (equalize, rounding, bias correction)
+        from edgeq.quantize import passes
+
+        model, facts = passes.apply(recipe, model, selected, progress)
+        if facts:
+            extra["passes"] = facts
     runtime = get_runtime(target.runtime)
     delegation = runtime.build(BuildRequest(model, recipe, target, selected, qat, out, progress))
     if getattr(delegation, "costs", None):

@@ -35,7 +35,12 @@ def test_empty_yaml_is_int8(tmp_path):
     ("activation_observr: minmax", "unknown key 'activation_observr' (did you mean "
                                    "'activation_observer'?)"),
     ("base: int4", "base 'int4' is not a preset"),
-    ("activation_observer: mse", "activation_observer 'mse' is not one of minmax, histogram"),
+    ("activation_observer: kl", "observer 'kl' does not exist; use one of minmax, "
+                                "moving-average, histogram, percentile, entropy, mse"),
+    ("activation_observer: entrpy", "did you mean 'entropy'?"),
+    ("activation_observer: 'percentile:abc'", "percentile:P with P a number"),
+    ("activation_observer: 'minmax:3'", "only percentile takes a value"),
+    ("activation_observer: 'percentile:99.9'\npercentile: 99.0", "contradicts"),
     ("weight_bits: 4", "static quantization is int8"),
     ("calib_samples: 0", "calib_samples must be a positive integer"),
     ("a: [unclosed", "is not valid YAML"),
@@ -66,3 +71,29 @@ def test_unknown_preset_suggests():
 def test_to_dict():
     d = Recipe(keep_float=("a",)).to_dict()
     assert d["keep_float"] == ["a"] and d["method"] == "static"
+
+
+@pytest.mark.parametrize("name", ["minmax", "moving-average", "histogram", "percentile",
+                                  "entropy", "mse"])
+def test_every_observer_name_loads(tmp_path, name):
+    p = tmp_path / "r.yaml"
+    p.write_text(f"activation_observer: {name}\n")
+    assert load_recipe(str(p)).activation_observer == name
+
+
+def test_percentile_shorthand(tmp_path):
+    from edgeq.recipes import observer_fields
+
+    p = tmp_path / "r.yaml"
+    p.write_text("activation_observer: percentile:99.9\nhistogram_bins: 512\n")
+    r = load_recipe(str(p))
+    assert (r.activation_observer, r.percentile, r.histogram_bins) == ("percentile", 99.9, 512)
+    save_recipe(r, tmp_path / "again.yaml")  # saved as the two fields, and loads back
+    assert load_recipe(str(tmp_path / "again.yaml")) == r
+    assert observer_fields("entropy", "--observer") == {"activation_observer": "entropy"}
+    with pytest.raises(BadInput, match="--observer: observer 'percentil' does not exist.*"
+                                       "did you mean 'percentile'"):
+        observer_fields("percentil", "--observer")
+    with pytest.raises(BadInput, match=r"P must be in \(50, 100\]"):
+        observer_fields("percentile:40", "--observer")
+

@@ -24,6 +24,8 @@ COMMANDS = {  # name -> module:function, imported only when the command runs
     "devices": "edgeq.cli.devices:devices",
     "device": "edgeq.cli.devices:device",
     "doctor": "edgeq.cli.info:doctor",
+    "sensitivity": "edgeq.cli.sensitivity:sensitivity",
+    "calib-check": "edgeq.cli.calib_check:calib_check",
 }
 SUMMARIES = {
     "demo": "The whole flow on the bundled digits CNN and data.",
@@ -38,6 +40,8 @@ SUMMARIES = {
     "devices": "List the device profiles usable with `profile --estimate --profile NAME`.",
     "device": "Measure a device and write its profile: `device probe --device local -o F`.",
     "doctor": "Show what is installed, what is missing, and how to fix it.",
+    "sensitivity": "Per-layer quantization sensitivity, ranked (what to keep in float).",
+    "calib-check": "Is the calibration set representative? Per-layer clipping on eval.",
 }
 
 

@@ -3,24 +3,20 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.options import (image_options, input_shape_option, json_option,
+from edgeq.cli.options import (calib_option, calib_samples_option, image_options,
+                               input_shape_option, json_option, observer_option,
                                trust_pickle_option)
 
 
 @click.command("calib-check")
 @click.argument("model")
-@click.option("--calib", required=True, metavar="DATA",
-              help="Calibration data (as for export --calib).")
+@calib_option(required=True)
 @click.option("--data", required=True, metavar="EVAL",
               help="Evaluation data, or any data the deployed model will see.")
 @click.option("--recipe", "-r", default="int8", show_default=True,
               help="Recipe whose observer, bins and calib_samples are checked.")
-@click.option("--observer", metavar="NAME",
-              help="Activation observer, overriding the recipe's: minmax, moving-average, "
-                   "histogram, percentile[:P], entropy, mse.")
-@click.option("--calib-samples", type=int, metavar="N",
-              help="Calibration samples, chosen as export chooses them. Default: the "
-                   "recipe's (256).")
+@observer_option
+@calib_samples_option
 @click.option("--strict", is_flag=True, help="Exit 1 when there is any warning.")
 @input_shape_option
 @trust_pickle_option

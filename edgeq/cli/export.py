@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.options import (force_option, image_options, input_shape_option, json_option,
+from edgeq.cli.options import (calib_option, calib_samples_option, force_option, image_options,
+                               input_shape_option, json_option, observer_option,
                                trust_pickle_option)
 
 
@@ -14,15 +15,11 @@ from edgeq.cli.options import (force_option, image_options, input_shape_option, 
 @click.option("--target", "-t", "targets", multiple=True, required=True,
               help="Target name from `edgeq targets` (repeatable; `all` for every one).")
 @click.option("--recipe", "-r", default="int8", show_default=True,
-              help="Preset (fp32, int8, int8-per-tensor) or a recipe YAML file.")
-@click.option("--calib", metavar="DATA",
-              help="Calibration data: .npz (x[, y]), .npy, image folder, module:function, "
-                   "or digits:train.")
-@click.option("--calib-samples", type=int, metavar="N",
-              help="Calibration samples, chosen deterministically (stratified by label). "
-                   "Default: the recipe's (256).")
-@click.option("--observer", type=click.Choice(["minmax", "histogram", "entropy", "percentile"]),
-              help="Activation observer (overrides the recipe; default histogram).")
+              help="Preset (fp32, int8, int8-per-tensor, int8-dfq, int8-dynamic, int8-w, "
+                   "int4-w-g32 / -g64 / -g128) or a recipe YAML file.")
+@calib_option()
+@calib_samples_option
+@observer_option
 @click.option("--keep-float", multiple=True, metavar="PATTERN",
               help="Module names (fnmatch pattern) kept in fp32; repeatable.")
 @click.option("--qat-data", metavar="DATA", help="Fine-tune with fake quantization (QAT) on DATA "
@@ -33,6 +30,12 @@ from edgeq.cli.options import (force_option, image_options, input_shape_option, 
               show_default=True, help="QAT loss: cross-entropy, distillation, or auto.")
 @click.option("--data", metavar="DATA", help="Evaluation data: each artifact is evaluated "
               "against labels and the fp32 model after export.")
+@click.option("--max-accuracy-drop", type=float, metavar="X",
+              help="Accuracy budget (points of top-1, or of agreement with fp32 without "
+                   "labels; needs --data): keep the most sensitive layers in float until the "
+                   "drop is at most X; the chosen recipe is written as YAML. Exit 1 if none can.")
+@click.option("--max-trials", default=8, show_default=True, metavar="N",
+              help="--max-accuracy-drop: exports tried per target, the plain recipe included.")
 @click.option("--profile-runs", default=0, show_default=True, metavar="N",
               help="Also profile every artifact on this machine with N timed runs (0: skip), "
                    "for a side-by-side latency column.")
@@ -44,7 +47,8 @@ from edgeq.cli.options import (force_option, image_options, input_shape_option, 
 @image_options
 @json_option
 def export(model, targets, recipe, calib, calib_samples, observer, keep_float, qat_data,
-           qat_epochs, lr, qat_loss, data, profile_runs, out_dir, input_shape, trust_pickle, force, resize,
+           qat_epochs, lr, qat_loss, data, max_accuracy_drop, max_trials, profile_runs,
+           out_dir, input_shape, trust_pickle, force, resize,
            crop, mean, std, grayscale, as_json):
     """Quantize MODEL and lower it to deployable artifacts.
 
@@ -53,7 +57,7 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
       path/to/file.py:factory     factory() returns (module, example_inputs) or a module
       package.module:factory      the same, importable
       model.pt2                   saved by torch.export.save
-      digits-cnn | mobilenetv2    built-in models
+      digits-cnn | mobilenetv2 | efficientnet-lite0 | minilm-l6   built-ins
     \b
     Examples:
       edgeq export model.py:build --target executorch-xnnpack --recipe int8 \\
@@ -68,6 +72,13 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
     from edgeq.flow import FlowOptions, evaluate_report, export_matrix
     from edgeq.progress import Progress
 
+    search = None
+    if max_accuracy_drop is not None:
+        from edgeq.quantize.search import check_options
+        from edgeq.recipes import load_recipe
+
+        search = check_options(max_accuracy_drop, max_trials, data, qat_data,
+                               load_recipe(recipe))
     progress = Progress()
     opts = FlowOptions(out_dir, calib, calib_samples, observer, tuple(keep_float), qat_data,
                        qat_epochs, lr, qat_loss, input_shape, trust_pickle, force,
@@ -75,6 +86,13 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
     loaded, report, failed = export_matrix(model, list(targets), [recipe], opts, progress)
     if data:
         evaluate_report(report, data, loaded, opts, out_dir, progress)
+    missed = []
+    if search is not None:
+        from edgeq.quantize.search import search_report
+        from edgeq.recipes import load_recipe
+
+        missed = search_report(report, loaded, load_recipe(recipe).name, list(targets), opts,
+                               data, search, progress)
     if profile_runs > 0:
         from edgeq.flow import profile_inputs, profile_report
 
@@ -83,5 +101,9 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
     if as_json:
         emit_json(report)
     print_table(results_table(report, f"exported to {out_dir}"))
+    if missed:
+        from edgeq.errors import BudgetExceeded
+
+        raise BudgetExceeded("; ".join(missed))
     if failed:
         raise SystemExit(failed)

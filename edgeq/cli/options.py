@@ -59,3 +59,22 @@ def runs_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+# Calibration, shared by export, sensitivity and calib-check.
+observer_option = click.option(
+    "--observer", metavar="NAME",
+    help="Activation observer, overriding the recipe's (default histogram): minmax, "
+         "moving-average, histogram, percentile[:P], entropy, mse.")
+calib_samples_option = click.option(
+    "--calib-samples", type=int, metavar="N",
+    help="Calibration samples, chosen deterministically (stratified by label). "
+         "Default: the recipe's (256).")
+
+
+def calib_option(required: bool = False):
+    return click.option(
+        "--calib", required=required, metavar="DATA",
+        help="Calibration data: .npz (x[, y]), .npy, image folder, module:function, or a "
+             "built-in (digits:train, photos:calib, sentences:calib).")
+

@@ -5,16 +5,15 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.options import (force_option, image_options, input_shape_option, json_option,
-                               trust_pickle_option)
+from edgeq.cli.options import (calib_option, calib_samples_option, force_option, image_options,
+                               input_shape_option, json_option, trust_pickle_option)
 
 DEFAULT_SAMPLES = 128
 
 
 @click.command()
 @click.argument("model")
-@click.option("--calib", required=True, metavar="DATA",
-              help="Calibration data (same forms as export --calib).")
+@calib_option(required=True)
 @click.option("--data", required=True, metavar="EVAL",
               help="Evaluation data: outputs are compared with the fp32 model's on it.")
 @click.option("--target", "-t", default="executorch-xnnpack", show_default=True,
@@ -25,8 +24,7 @@ DEFAULT_SAMPLES = 128
               help="Module names (fnmatch pattern) kept in fp32 throughout; repeatable.")
 @click.option("--samples", default=DEFAULT_SAMPLES, show_default=True, metavar="N",
               help="Evaluation samples used (chosen deterministically, stratified by label).")
-@click.option("--calib-samples", type=int, metavar="N",
-              help="Calibration samples. Default: the recipe's (256).")
+@calib_samples_option
 @click.option("--metric", type=click.Choice(["top1", "agreement", "cosine"]),
               help="Metric whose drop is reported. Default: top1 with labels, else agreement.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_MODEL, invoke
+from helpers import TINY_MODEL
 from edgeq.artifacts import sha256_file
 
 TARGET = "executorch-xnnpack"

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-import yaml
-
 from edgeq.devices.profiles import load_profile
-from edgeq.devices.transport import SshDevice, open_device
-from edgeq.profiling.probe import DeviceBench, probe, profile_yaml, write_profile
+from edgeq.devices.transport import open_device
+from edgeq.profiling.probe import DeviceBench, probe, write_profile
 
 
 def _lines(text: str, key: str) -> list[str]:

@@ -90,24 +90,26 @@ class ExecuTorchRuntime:
             QuantizationConfig
         import dataclasses
 
-        from edgeq.quantize.pt2e import activation_observer
+        from edgeq.quantize.observers import observer_for
 
-        if recipe.activation_observer not in ("minmax", "histogram"):
-            raise BadInput(f"observer '{recipe.activation_observer}' is not available for "
-                           "ExecuTorch targets yet; use minmax or histogram")
         cfg = get_symmetric_quantization_config(
             is_per_channel=recipe.weight_granularity == "per-channel", is_qat=qat)
-        if not qat and recipe.activation_observer != "histogram":
-            obs = activation_observer(recipe.activation_observer).with_args(eps=2 ** -12)
+        if not qat:  # QAT keeps the config's fake quantizers and their observers
+            obs = observer_for(recipe)
             act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=obs)
             cfg = QuantizationConfig(act, act, cfg.weight, cfg.bias, cfg.is_qat)
-        q = XNNPACKQuantizer().set_global(cfg)
-        if keep_float:
-            # set_module_name(name, None) asserts in XNNPACKQuantizer: filter nodes instead.
-            from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+        from edgeq.quantize.passes import pt2e_weight_config
+        from edgeq.quantize.relu6 import fuse_relu6
 
-            keep = [get_module_name_filter(n) for n in keep_float]
-            q.set_filter_function(lambda node: not any(f(node) for f in keep))
+        q = fuse_relu6(XNNPACKQuantizer().set_global(pt2e_weight_config(cfg, recipe)))
+        # set_module_name(name, None) asserts in XNNPACKQuantizer: filter nodes instead.
+        from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+        from edgeq.quantize.float_ops import pt2e_filter
+
+        keep = [get_module_name_filter(n) for n in keep_float]
+        keep.append(pt2e_filter(recipe.float_ops))  # softmax / mask add / layer norm
+        q.set_filter_function(lambda node: not any(f(node) for f in keep))
         return q
 
     def build(self, req: BuildRequest) -> Delegation:
@@ -122,6 +124,12 @@ class ExecuTorchRuntime:
             # static int8 that the Vulkan delegate would take.
             raise BadInput(f"{req.recipe.name} is not available for {req.target.name}; use "
                            "fp32 or executorch-xnnpack")
+        from edgeq.quantize.schemes import is_scheme
+
+        if is_scheme(req.recipe):  # dynamic / weight-only: edgeq.runtimes.executorch.schemes
+            from edgeq.runtimes.executorch import schemes
+
+            return schemes.build(self, req)
         if req.recipe.quantized:
             keep = pt2e.resolve_keep_float(req.model.module, req.recipe.keep_float)
             q = self.quantizer(req.recipe, req.qat is not None, keep)

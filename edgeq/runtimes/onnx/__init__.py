@@ -95,6 +95,13 @@ class OnnxRuntime:
             raise BadInput(QAT_UNSUPPORTED)
         opts = {**DEFAULT_OPTIONS, **(req.target.options or {})}
         model, recipe = req.model, req.recipe
+        from edgeq.quantize.schemes import is_scheme
+
+        scheme = is_scheme(recipe)  # dynamic / weight-only: edgeq.runtimes.onnx.schemes
+        if scheme:
+            from edgeq.runtimes.onnx import schemes
+
+            schemes.check_target(recipe, req.target)
         with tempfile.TemporaryDirectory(prefix="edgeq-onnx-") as tmp:
             work = Path(tmp)
             fp32 = work / "model.onnx"
@@ -111,10 +118,18 @@ class OnnxRuntime:
             if recipe.quantized:
                 final = work / "model.qdq.onnx"
                 patterns = tuple(recipe.keep_float)
+                from edgeq.quantize import float_ops
+
+                def kept_float(m):  # --keep-float, then softmax / mask add / layer norm
+                    names = quantize.match_keep_float(m, patterns)
+                    return names + [n for n in float_ops.onnx_nodes(m, recipe.float_ops)
+                                    if n not in names]
+
                 try:
-                    qinfo = quantize.quantize(
+                    qinfo = schemes.quantize(fp32, final, recipe, kept_float, work,
+                                             req.progress) if scheme else quantize.quantize(
                         fp32, final, recipe, req.calib, str(opts["activation_dtype"]),
-                        lambda m: quantize.match_keep_float(m, patterns), work, req.progress)
+                        kept_float, work, req.progress)
                 except EdgeqError:
                     raise
                 except Exception as e:  # calibration or QDQ rewriting inside onnxruntime

@@ -65,8 +65,18 @@ class LiteRTRuntime:
         return quantizer(recipe, qat, keep_float)
 
     def build(self, req: BuildRequest) -> Delegation:
+        from edgeq.quantize.schemes import is_scheme
         from edgeq.runtimes.tflite import convert
 
+        if is_scheme(req.recipe):  # dynamic / weight-only: edgeq.runtimes.tflite.schemes
+            from edgeq.runtimes.tflite import schemes
+
+            content, qinfo = schemes.build(req)
+            delegation = self.delegation(content, req.target)
+            delegation.details["quantization"] = qinfo
+            delegation.costs = _costs(content)
+            atomic_write(req.out_path, content)
+            return delegation
         io = _io_dtype(req)
         if req.model.module is None:
             content = self._from_tflite(req, io)

@@ -79,6 +79,7 @@ def _quantizer_class():
 
     class EdgeqPT2EQuantizer(PT2EQuantizer):
         keep_float: tuple[str, ...] = ()
+        float_ops = staticmethod(lambda node: False)
 
         def annotate(self, model):
             for node in model.graph.nodes:
@@ -100,6 +101,8 @@ def _quantizer_class():
                 utils._get_aten_graph_module_for_pattern = original
 
         def _quantized(self, node) -> bool:
+            if self.float_ops(node):  # softmax / mask add / layer norm (recipe float_ops)
+                return False
             for path, *_ in (node.meta.get("nn_module_stack") or {}).values():
                 path = str(path).replace("L['self'].", "")
                 if any(path == k or path.startswith(k + ".") for k in self.keep_float):
@@ -119,25 +122,29 @@ def quantizer(recipe, qat: bool, keep_float: list[str]):
     ``keep_float`` modules (resolved names) left unannotated, hence fp32."""
     import dataclasses
 
-    from edgeq.quantize.pt2e import activation_observer
+    from edgeq.quantize.observers import observer_for
 
-    if recipe.activation_observer not in ("minmax", "histogram"):
-        raise BadInput(f"observer '{recipe.activation_observer}' is not available for LiteRT "
-                       "targets yet; use minmax or histogram")
     with quiet_converter():  # the first litert-torch import logs absl / oneDNN lines
         from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
         cls = _quantizer_class()
     cfg = get_symmetric_quantization_config(
         is_per_channel=recipe.weight_granularity == "per-channel", is_qat=qat)
-    # The config's activation observer is HistogramObserver (eps 2**-12); QAT uses fake
-    # quantizers with their own moving-average observers, left as they are.
-    if not qat and recipe.activation_observer != "histogram":
-        obs = activation_observer(recipe.activation_observer).with_args(eps=2 ** -12)
+    # The config's activation observer is HistogramObserver (eps 2**-12), replaced by the
+    # recipe's; QAT uses fake quantizers with their own moving-average observers, left as
+    # they are.
+    if not qat:
+        obs = observer_for(recipe)
         act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=obs)
         cfg = dataclasses.replace(cfg, input_activation=act, output_activation=act)
-    q = cls().set_global(cfg)
+    from edgeq.quantize.passes import pt2e_weight_config
+    from edgeq.quantize.relu6 import fuse_relu6
+
+    q = fuse_relu6(cls().set_global(pt2e_weight_config(cfg, recipe)))
     q.keep_float = tuple(keep_float)
+    from edgeq.quantize.float_ops import pt2e_filter
+
+    q.float_ops = pt2e_filter(recipe.float_ops)  # softmax / mask add / layer norm
     return q
 
 
