@@ -114,6 +114,7 @@ class Matrix:
                 continue
             base = result_from_manifest(c.manifest, c.manifest["artifact"]["path"])
             base["build_key"] = c.key
+            base["recipe"] = c.recipe.name  # a searched cell: see search.chosen_recipe
             base.update(c.evaluation or {})
             if c.error:
                 base["error"] = c.error
@@ -201,6 +202,18 @@ class Matrix:
                 self._stage(c, "evaluate", f"evaluate/{c.name}", "evaluate_cell", key,
                             dict(self.common, artifact=art["path"], data=spec.data),
                             key, second, handlers)
+        if getattr(spec, "search", None) and spec.data:
+            # The search needs every evaluation and must finish before the profiles: a
+            # searched cell is profiled on the artifact the search chose.
+            from edgeq.pipeline.budget_search import run_searches
+
+            self._run(second, handlers)
+            second = []
+            run_searches(self)
+        for c in self.cells:
+            if c.manifest is None:
+                continue
+            art = c.manifest["artifact"]
             for dev in spec.devices:
                 dev_d = {"kind": dev.kind, "name": dev.name, "spec": dev.spec,
                          "profile": dev.profile, "threads": dev.threads}

@@ -21,10 +21,15 @@ The format::
       - {device: "adb:SERIAL", name: pixel-8-real}   # measured on a device (adb, ssh://)
     profile: {runs: 50, warmup: 5, threads: 1}      # optional (defaults 50, 5, 1)
     image: {resize: 256, crop: 224, mean: "0.485,0.456,0.406", std: "0.229,0.224,0.225"}
+    search: {max_accuracy_drop: 1.0, max_trials: 8}  # optional; needs data: (see below)
     budgets:                         # optional; the format of `edgeq check --budgets`
       - max_size: 2MB
       - target: executorch-*
         max_latency_p50_ms: 5
+
+``search``: the accuracy-budget search of ``export --max-accuracy-drop`` for every
+quantized cell whose measured drop exceeds ``max_accuracy_drop`` (points of the metric);
+``max_trials`` (default 8) counts the plain recipe. See ``edgeq.pipeline.budget_search``.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from pathlib import Path
 from edgeq.errors import BadInput
 
 KEYS = ("model", "input_shape", "trust_pickle", "calib", "calib_samples", "data", "recipes",
-        "targets", "devices", "profile", "image", "budgets")
+        "targets", "devices", "profile", "image", "budgets", "search")
 REQUIRED = ("model", "recipes", "targets")
 PROFILE_KEYS = {"runs": 50, "warmup": 5, "threads": 1}
 IMAGE_KEYS = ("resize", "crop", "mean", "std", "grayscale")
@@ -74,6 +79,7 @@ class PipelineSpec:
     threads: int = 1
     image: dict = field(default_factory=dict)
     budgets: list[dict] = field(default_factory=list)
+    search: object = None  # edgeq.quantize.search.SearchOptions, or None
 
 
 class _Dict(dict):
@@ -211,6 +217,10 @@ def load_spec(path: Path) -> PipelineSpec:
     spec.image = _image(d, w)
     if d.get("budgets") is not None:
         spec.budgets = _budgets(d, w, spec)
+    if d.get("search") is not None:
+        from edgeq.pipeline.budget_search import parse_search
+
+        spec.search = parse_search(d, w, spec)
     return spec
 
 
