@@ -68,13 +68,15 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
                         "epochs": qat.epochs, "lr": qat.lr,
                         "loss": qat.loss if qat.loss != "auto" else
                         ("ce" if qat.data.labels is not None else "kd")}
+    runtime = get_runtime(target.runtime)
     if qat is None:  # the recipe's float-model passes (equalize, rounding, bias correction)
         from edgeq.quantize import passes
 
-        model, facts = passes.apply(recipe, model, selected, progress)
+        grid_of = getattr(runtime, "weight_grid", None)  # the runtime's own int4 / int8 grid
+        model, facts = passes.apply(recipe, model, selected, progress,
+                                    grid_of(recipe) if grid_of else None)
         if facts:
             extra["passes"] = facts
-    runtime = get_runtime(target.runtime)
     delegation = runtime.build(BuildRequest(model, recipe, target, selected, qat, out, progress))
     if getattr(delegation, "costs", None):
         extra["costs"] = delegation.costs  # what `edgeq profile --estimate` works from

@@ -60,6 +60,12 @@ def _delegate_of(artifact: Path) -> str | None:
 class OnnxRuntime:
     name = "onnx"
 
+    def weight_grid(self, recipe):
+        """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""
+        from edgeq.runtimes.onnx.schemes import weight_grid
+
+        return weight_grid(recipe)
+
     def versions(self) -> dict[str, str]:
         return package_versions((*PACKAGES, "torch"))
 

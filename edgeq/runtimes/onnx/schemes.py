@@ -201,3 +201,19 @@ def _dequantize_linear(model, names: set[str], out: Path) -> None:
     model.graph.initializer.extend(keep)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
+
+
+def weight_grid(recipe):
+    """The weight grid (``edgeq.quantize.gptq.Grid``) ONNX Runtime's quantizer for
+    ``recipe`` rounds on, so GPTQ / AWQ choose integers it reproduces. MatMulNBitsQuantizer
+    (per group, int4 / int8, symmetric; MLAS ``BlockwiseQuantizer``): the signed scale
+    ``peak / -2^(b-1)`` per block, integers ``round(w / scale)`` (half up, after adding the
+    zero point 2^(b-1)) in [-2^(b-1), 2^(b-1) - 1]. Int8 per channel (``_dequantize_linear``)
+    and ``quantize_dynamic`` / static: symmetric [-127, 127], scale max|w| / 127."""
+    from edgeq.quantize import gptq, schemes
+
+    if not schemes.is_scheme(recipe):
+        return gptq.grid_of(recipe)
+    if recipe.weight_granularity == "per-group":
+        return gptq.Grid.peak_to_min(recipe.weight_bits, recipe.group_size)
+    return gptq.Grid.restricted(8, -1 if recipe.weight_granularity == "per-tensor" else None)

@@ -46,6 +46,12 @@ def _io_dtype(req: BuildRequest) -> str:
 class LiteRTRuntime:
     name = "tflite"
 
+    def weight_grid(self, recipe):
+        """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""
+        from edgeq.runtimes.tflite.schemes import weight_grid
+
+        return weight_grid(recipe)
+
     def versions(self) -> dict[str, str]:
         return package_versions(PACKAGES)
 

@@ -102,3 +102,23 @@ def _configure(rm, fc, G, recipe) -> tuple[str, str]:
         executed = "int8 per-channel weights, DEQUANTIZE -> float FULLY_CONNECTED"
         acts = "float"
     return executed, acts
+
+
+def weight_grid(recipe):
+    """The weight grid (``edgeq.quantize.gptq.Grid``) ai-edge-quantizer rounds ``recipe``'s
+    fully-connected weights on, so GPTQ / AWQ choose integers it reproduces
+    (``uniform_quantize_tensor``): symmetric, scale max|w| / qmax with qmax = 2^(b-1) - 1,
+    integers ``rint(w / scale)``; blockwise (int4 per group) scales rounded to bfloat16
+    (then float16); int8 narrow range [-127, 127]. litert-torch's converter folds the gamma
+    of a LayerNorm feeding a Linear into its weight first (measured on MiniLM-L6: the
+    quantized integers are those of W diag(gamma)): ``folds_norm``."""
+    from edgeq.quantize import gptq
+
+    if not schemes.is_scheme(recipe):
+        return gptq.grid_of(recipe)
+    if recipe.weight_granularity == "per-group":
+        return gptq.Grid(recipe.weight_bits, recipe.group_size, -2 ** (recipe.weight_bits - 1),
+                         2 ** (recipe.weight_bits - 1) - 1,
+                         float(2 ** (recipe.weight_bits - 1) - 1), scale_dtype="bfloat16",
+                         folds_norm=True)
+    return gptq.Grid.restricted(8, -1 if recipe.weight_granularity == "per-tensor" else None)
