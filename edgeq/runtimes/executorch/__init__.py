@@ -113,8 +113,6 @@ class ExecuTorchRuntime:
         return q
 
     def build(self, req: BuildRequest) -> Delegation:
-        import torch
-
         from edgeq.quantize import pt2e
 
         module = req.model.module
@@ -135,15 +133,25 @@ class ExecuTorchRuntime:
             q = self.quantizer(req.recipe, req.qat is not None, keep)
             module = (pt2e.qat(req.model, q, req.qat, req.progress) if req.qat else
                       pt2e.ptq(req.model, q, req.calib, req.progress))
+        program, delegation = self.export_and_lower(module, req, delegate)
+        atomic_write(req.out_path, program)
+        return delegation
+
+    def export_and_lower(self, module, req: BuildRequest,
+                         delegate: str) -> tuple[bytes, Delegation]:
+        """``torch.export`` of the (quantized) module at the model's example inputs, then
+        lowering to ``delegate``; an export failure names the op and the user's line."""
+        import torch
+
+        from edgeq.quantize import pt2e
+
         with req.progress.task(f"lowering to {req.target.name}"):
             try:
                 with pt2e.quiet_stderr():
                     ep = torch.export.export(module, req.model.example_inputs)
             except Exception as e:
                 raise pt2e.describe_export_error(e, "torch.export") from e
-            program, delegation = self.lower(ep, delegate)
-        atomic_write(req.out_path, program)
-        return delegation
+            return self.lower(ep, delegate)
 
     def lower(self, ep, delegate: str = "xnnpack") -> tuple[bytes, Delegation]:
         import logging

@@ -33,10 +33,7 @@ EXECUTED_AS = {
 def build(rt, req: BuildRequest) -> Delegation:
     """Quantize ``req.model`` per the dynamic / weight-only recipe and lower it with XNNPACK
     (``rt`` is the ExecuTorch runtime); the artifact is written atomically."""
-    import torch
-
     from edgeq.artifacts import atomic_write
-    from edgeq.quantize import pt2e
 
     recipe = req.recipe
     schemes.check_request(recipe, req.qat)
@@ -73,13 +70,7 @@ def build(rt, req: BuildRequest) -> Delegation:
                 kernel=f"qd8-f32-qb{recipe.weight_bits}w" if per_group
                 else f"qd8-f32-qc{recipe.weight_bits}w")
             activations = "int8, quantized per token at run time"
-    with req.progress.task(f"lowering to {req.target.name}"):
-        try:
-            with pt2e.quiet_stderr():
-                ep = torch.export.export(module, req.model.example_inputs)
-        except Exception as e:
-            raise pt2e.describe_export_error(e, "torch.export") from e
-        program, delegation = rt.lower(ep, "xnnpack")
+    program, delegation = rt.export_and_lower(module, req, "xnnpack")
     delegation.details["quantization"] = schemes.describe(
         recipe, layers, executed, activations,
         tool="XNNPACKQuantizer (PT2E, is_dynamic)" if recipe.method == "dynamic" else
