@@ -27,7 +27,7 @@ same on all three; keeping them float costs ExecuTorch and LiteRT some of int8's
 (the float FFN projections) and ONNX Runtime's CPU provider nothing it had.
 
 One predicate per graph kind: ``pt2e_keep_float(node, ops)`` for the PT2E quantizers
-(ExecuTorch, LiteRT) and ``onnx_nodes(model, ops)`` for ONNX Runtime's ``quantize_static``.
+(ExecuTorch, LiteRT); ONNX graphs are matched in ``edgeq.runtimes.onnx.float_ops``.
 """
 from __future__ import annotations
 
@@ -124,84 +124,3 @@ def pt2e_filter(value):
         return False
 
     return keep
-
-
-# -- ONNX graphs ---------------------------------------------------------------------------
-
-def onnx_nodes(model, value) -> list[str]:
-    """Names of the nodes of an ONNX model to pass as ``nodes_to_exclude``."""
-    nodes = list(model.graph.node)
-    has_attention = any(n.op_type == "Softmax" for n in nodes)
-    ops = resolve(value, has_attention)
-    softmax_inputs = {i for n in nodes if n.op_type == "Softmax" for i in n.input}
-    users: dict = {}
-    for n in nodes:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    producer = {o: n for n in nodes for o in n.output}
-    inits = {i.name for i in model.graph.initializer}
-    down = [n.name for n in nodes if n.op_type in ("MatMul", "Gemm") and
-            _after_gelu(n, producer)] if "ffn_down" in ops else []
-    # ... and the bias Add the exporter splits off it: its output carries the outliers.
-    down_out = {o for n in nodes if n.name in down for o in n.output}
-    down += [n.name for n in nodes if n.op_type == "Add" and any(i in down_out for i in n.input)
-             and any(i in inits for i in n.input)]
-    out = []
-    for n in nodes:
-        if n.name in down:
-            out.append(n.name)
-            continue
-        scopes = _onnx_scopes(n)
-        if n.op_type == "Mul" and any(s.rsplit(".", 1)[-1] == "smooth" or
-                                      s == SMOOTH_CLASS for s in scopes):
-            out.append(n.name)
-        elif "softmax" in ops and n.op_type == "Softmax":
-            out.append(n.name)
-        elif "layer_norm" in ops and n.op_type == "LayerNormalization":
-            out.append(n.name)
-        elif "mask_add" in ops and n.op_type == "Add" and \
-                any(o in softmax_inputs for o in n.output):
-            out.append(n.name)
-        elif "layer_norm" in ops and n.op_type == "Add" and _only_feeds(
-                users.get(n.output[0], []) if n.output else [], "LayerNormalization"):
-            out.append(n.name)
-    return out
-
-
-def _after_gelu(node, producer, hops: int = 6) -> bool:
-    """Whether the node's first input is a GELU's output (a Gelu op, or the exporter's
-    erf / tanh decomposition within ``hops`` producers: ORT's pre-processing puts a
-    Reshape between, x * 0.5 * (1 + erf(x / sqrt 2)) -> Reshape -> Gemm), not walking
-    back past a MatMul / Gemm / LayerNormalization / Softmax."""
-    frontier = [node.input[0]] if node.input else []
-    for _ in range(hops):
-        nxt = []
-        for name in frontier:
-            p = producer.get(name)
-            if p is None:
-                continue
-            if p.op_type in ("Gelu", "FastGelu", "Erf", "Tanh"):
-                return True
-            if p.op_type not in ("MatMul", "Gemm", "LayerNormalization", "Softmax"):
-                nxt += list(p.input)  # not past the previous layer
-        frontier = nxt
-    return False
-
-
-def _only_feeds(users, op_type: str) -> bool:
-    return bool(users) and all(u.op_type == op_type for u in users)
-
-
-def _onnx_scopes(node) -> list[str]:
-    """Module paths and class names the dynamo exporter records on a node."""
-    import ast
-
-    out = []
-    for prop in node.metadata_props:
-        if prop.key in ("pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy"):
-            try:
-                out += [str(s).rsplit(".", 1)[-1] if prop.key.endswith("hierarchy") else str(s)
-                        for s in ast.literal_eval(prop.value)]
-            except (ValueError, SyntaxError):
-                pass
-    return out

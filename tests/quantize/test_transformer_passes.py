@@ -16,6 +16,7 @@ from edgeq.data import Dataset  # noqa: E402
 from edgeq.errors import BadInput  # noqa: E402
 from edgeq.models import LoadedModel  # noqa: E402
 from edgeq.quantize import awq, float_ops, gptq, passes, smoothquant  # noqa: E402
+from edgeq.runtimes.onnx import float_ops as onnx_float_ops  # noqa: E402
 from edgeq.recipes import PRESETS, from_dict  # noqa: E402
 from edgeq.zoo import minilm  # noqa: E402
 
@@ -329,10 +330,10 @@ def test_onnx_float_ops_found():
                                                   [0.5] * (16 if n == "w" else 4))
                                for n in ("one", "bias", "w")])
     model = helper.make_model(graph)
-    assert float_ops.onnx_nodes(model, "auto") == ["mask_add", "softmax", "residual", "ln",
+    assert onnx_float_ops.onnx_nodes(model, "auto") == ["mask_add", "softmax", "residual", "ln",
                                                    "node_mul_7", "down", "down_bias"]
-    assert float_ops.onnx_nodes(model, ("softmax",)) == ["softmax", "node_mul_7"]
-    assert float_ops.onnx_nodes(model, ()) == ["node_mul_7"]
+    assert onnx_float_ops.onnx_nodes(model, ("softmax",)) == ["softmax", "node_mul_7"]
+    assert onnx_float_ops.onnx_nodes(model, ()) == ["node_mul_7"]
 
 
 def test_executorch_quantizer_keeps_mask_add_float():

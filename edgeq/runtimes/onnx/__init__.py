@@ -124,7 +124,7 @@ class OnnxRuntime:
             if recipe.quantized:
                 final = work / "model.qdq.onnx"
                 patterns = tuple(recipe.keep_float)
-                from edgeq.quantize import float_ops
+                from edgeq.runtimes.onnx import float_ops
 
                 def kept_float(m):  # --keep-float, then softmax / mask add / layer norm
                     names = quantize.match_keep_float(m, patterns)

@@ -117,7 +117,6 @@ def quantize(fp32: Path, out: Path, recipe, keep_float_nodes, workdir: Path,
 def _gemm_to_matmul(model, names: set[str]) -> None:
     """Rewrite each Gemm in ``names`` (alpha = beta = 1, no transA) as MatMul (+ Add for
     the bias), transposing a transB weight, in place; the MatMul keeps the Gemm's name."""
-    import onnx
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -142,8 +141,16 @@ def _gemm_to_matmul(model, names: set[str]) -> None:
         if has_bias:
             new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]],
                                               [node.output[0]], name=node.name + "_bias"))
+    _set_nodes(model, new_nodes)
+
+
+def _set_nodes(model, nodes) -> None:
+    """Replace the graph's nodes with ``nodes``, drop initializers no node reads any more,
+    and check the model."""
+    import onnx
+
     del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
+    model.graph.node.extend(nodes)
     used = {i for n in model.graph.node for i in n.input}
     keep = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
@@ -192,14 +199,7 @@ def _dequantize_linear(model, names: set[str], out: Path) -> None:
         dq_nodes.append(helper.make_node(
             "DequantizeLinear", [base + "_int8", base + "_scale", base + "_zp"],
             [base + "_dq"], name=base + "_DequantizeLinear", axis=axis))
-    nodes = dq_nodes + list(model.graph.node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    onnx.checker.check_model(model)
+    _set_nodes(model, dq_nodes + list(model.graph.node))
     onnx.save(model, str(out))
 
 
