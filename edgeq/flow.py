@@ -30,6 +30,7 @@ class FlowOptions:
     trust_pickle: bool = False
     force: bool = False
     image_opts: object = None
+    metric: str | None = None  # accuracy headline; None: the model's, else top1 / agreement
 
 
 def _targets(names: list[str]):
@@ -136,7 +137,7 @@ def evaluate_report(report: dict, data_source: str, model, opts: FlowOptions,
     for cell in report["results"]:
         if cell.get("artifact") and not cell.get("error"):
             try:
-                cell["accuracy"] = evaluate(Path(cell["artifact"]["path"]), ds, model, None,
+                cell["accuracy"] = evaluate(Path(cell["artifact"]["path"]), ds, model, opts.metric,
                                             progress)
             except CannotRunHere as e:  # exported fine; it runs on a device only
                 cell["accuracy"], cell["accuracy_reason"] = None, str(e)

@@ -38,6 +38,13 @@ class LoadedModel:
     def input_shapes(self) -> list[tuple]:
         return [tuple(t.shape) for t in self.example_inputs]
 
+    @property
+    def metric(self) -> str | None:
+        """The headline accuracy metric the model declares (``edgeq_metric`` on the module,
+        e.g. ``cosine`` for a sentence encoder, whose argmax means nothing), else None:
+        top-1 with labels, else agreement (``edgeq.evaluate.accuracy_block``)."""
+        return getattr(self.module, "edgeq_metric", None) if self.module is not None else None
+
     def summary(self) -> dict:
         return {"spec": self.spec, "sha256": self.sha256, "params": self.params}
 
@@ -232,6 +239,10 @@ def load_model(spec: str, input_shape: str | None = None,
         raise BadInput(f"model '{spec}': no example inputs; return (module, example_inputs) "
                        "from the factory or pass --input-shape")
     example = _as_inputs(example, spec)
+    declared = getattr(module, "edgeq_metric", None)
+    if declared is not None and declared not in ("top1", "agreement", "cosine", "sqnr"):
+        raise BadInput(f"model '{spec}': edgeq_metric '{declared}' is not one of top1, "
+                       "agreement, cosine, sqnr")
     if path.suffix != ".pt2":  # an exported program's mode was fixed when it was exported
         module = module.eval()
     return LoadedModel(spec, module, example, _forward_names(module, len(example)),

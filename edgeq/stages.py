@@ -123,7 +123,9 @@ def artifact_info(path: Path) -> tuple[dict, object]:
 
 def evaluate(artifact: Path, ds, reference=None, metric: str | None = None,
              progress=QUIET) -> dict:
-    """Run the artifact in its own runtime over ``ds``; the report's accuracy block."""
+    """Run the artifact in its own runtime over ``ds``; the report's accuracy block.
+    ``metric`` None: the one the reference model declares (``LoadedModel.metric``), else
+    ``accuracy_block``'s default."""
     from edgeq import data as data_mod
     from edgeq.evaluate import accuracy_block, run_artifact, run_reference
     from edgeq.runtimes import get_runtime
@@ -140,6 +142,8 @@ def evaluate(artifact: Path, ds, reference=None, metric: str | None = None,
     if ds.labels is not None and ref is None:
         data_mod.check_against_model(ds, list(ds.inputs), [a.shape for a in ds.inputs.values()],
                                      outs.reshape(len(outs), -1).shape[1])
+    if metric is None and reference is not None:
+        metric = reference.metric
     block = accuracy_block(outs, ds.labels, ref, metric)
     notes = list(getattr(session, "notes", []) or [])
     if notes:  # e.g. "ran on the CPU provider: this host has no NNAPI"

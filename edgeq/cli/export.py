@@ -6,17 +6,18 @@ from pathlib import Path
 import click
 
 from edgeq.cli.options import (calib_option, calib_samples_option, force_option, image_options,
-                               input_shape_option, json_option, observer_option,
-                               trust_pickle_option)
+                               input_shape_option, json_option, metric_option,
+                               observer_option, trust_pickle_option)
 
 
 @click.command()
 @click.argument("model")
 @click.option("--target", "-t", "targets", multiple=True, required=True,
               help="Target name from `edgeq targets` (repeatable; `all` for every one).")
-@click.option("--recipe", "-r", default="int8", show_default=True,
+@click.option("--recipe", "-r", "recipes", multiple=True, default=["int8"], show_default=True,
               help="Preset (fp32, int8, int8-per-tensor, int8-dfq, int8-dynamic, int8-w, "
-                   "int4-w-g32 / -g64 / -g128) or a recipe YAML file.")
+                   "int4-w-g32 / -g64 / -g128) or a recipe YAML file; repeatable: every "
+                   "target is built with every recipe.")
 @calib_option()
 @calib_samples_option
 @observer_option
@@ -30,9 +31,10 @@ from edgeq.cli.options import (calib_option, calib_samples_option, force_option,
               show_default=True, help="QAT loss: cross-entropy, distillation, or auto.")
 @click.option("--data", metavar="DATA", help="Evaluation data: each artifact is evaluated "
               "against labels and the fp32 model after export.")
+@metric_option
 @click.option("--max-accuracy-drop", type=float, metavar="X",
-              help="Accuracy budget (points of top-1, or of agreement with fp32 without "
-                   "labels; needs --data): keep the most sensitive layers in float until the "
+              help="Accuracy budget in the --metric's unit (points of top-1 or agreement; "
+                   "cosine: e.g. 0.01 for >= 0.99; needs --data): keep the most sensitive layers in float until the "
                    "drop is at most X; the chosen recipe is written as YAML. Exit 1 if none can.")
 @click.option("--max-trials", default=8, show_default=True, metavar="N",
               help="--max-accuracy-drop: exports tried per target, the plain recipe included.")
@@ -46,8 +48,8 @@ from edgeq.cli.options import (calib_option, calib_samples_option, force_option,
 @force_option
 @image_options
 @json_option
-def export(model, targets, recipe, calib, calib_samples, observer, keep_float, qat_data,
-           qat_epochs, lr, qat_loss, data, max_accuracy_drop, max_trials, profile_runs,
+def export(model, targets, recipes, calib, calib_samples, observer, keep_float, qat_data,
+           qat_epochs, lr, qat_loss, data, metric, max_accuracy_drop, max_trials, profile_runs,
            out_dir, input_shape, trust_pickle, force, resize,
            crop, mean, std, grayscale, as_json):
     """Quantize MODEL and lower it to deployable artifacts.
@@ -72,18 +74,28 @@ def export(model, targets, recipe, calib, calib_samples, observer, keep_float, q
     from edgeq.flow import FlowOptions, evaluate_report, export_matrix
     from edgeq.progress import Progress
 
+    from edgeq.errors import BadInput
+
+    recipes = list(dict.fromkeys(recipes))
     search = None
+    if metric and not data:
+        raise BadInput(f"--metric {metric} needs --data: the metric is measured on the "
+                       "evaluation data")
     if max_accuracy_drop is not None:
         from edgeq.quantize.search import check_options
         from edgeq.recipes import load_recipe
 
+        if len(recipes) > 1:
+            raise BadInput(f"--max-accuracy-drop searches from one recipe; got --recipe "
+                           f"{', '.join(recipes)}: pass one")
+        recipe = recipes[0]
         search = check_options(max_accuracy_drop, max_trials, data, qat_data,
                                load_recipe(recipe))
     progress = Progress()
     opts = FlowOptions(out_dir, calib, calib_samples, observer, tuple(keep_float), qat_data,
                        qat_epochs, lr, qat_loss, input_shape, trust_pickle, force,
-                       build_image_options(resize, crop, mean, std, grayscale))
-    loaded, report, failed = export_matrix(model, list(targets), [recipe], opts, progress)
+                       build_image_options(resize, crop, mean, std, grayscale), metric)
+    loaded, report, failed = export_matrix(model, list(targets), recipes, opts, progress)
     if data:
         evaluate_report(report, data, loaded, opts, out_dir, progress)
     missed = []

@@ -72,6 +72,13 @@ calib_samples_option = click.option(
          "Default: the recipe's (256).")
 
 
+metric_option = click.option(
+    "--metric", type=click.Choice(["top1", "agreement", "cosine"]),
+    help="Accuracy metric whose drop is reported and budgeted. Default: the model's own "
+         "(a built-in sentence encoder: cosine), else top1 with labels, else agreement "
+         "(top-1 agreement with fp32).")
+
+
 def calib_option(required: bool = False):
     return click.option(
         "--calib", required=required, metavar="DATA",

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from edgeq.cli.options import (calib_option, calib_samples_option, force_option, image_options,
-                               input_shape_option, json_option, trust_pickle_option)
+                               input_shape_option, json_option, metric_option,
+                               trust_pickle_option)
 
 DEFAULT_SAMPLES = 128
 
@@ -25,8 +26,7 @@ DEFAULT_SAMPLES = 128
 @click.option("--samples", default=DEFAULT_SAMPLES, show_default=True, metavar="N",
               help="Evaluation samples used (chosen deterministically, stratified by label).")
 @calib_samples_option
-@click.option("--metric", type=click.Choice(["top1", "agreement", "cosine"]),
-              help="Metric whose drop is reported. Default: top1 with labels, else agreement.")
+@metric_option
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
               help="Folder whose report.json gets the 'sensitivity' block (created if needed).")
 @input_shape_option

@@ -212,6 +212,7 @@ def analyze(model, target, recipe, calib, eval_ds, progress, metric: str | None 
                        "PyTorch model")
     from edgeq.quantize.pt2e import resolve_keep_float
 
+    metric = metric or model.metric
     kept = resolve_keep_float(model.module, recipe.keep_float)
     # The base recipe's float layers stay float in every configuration.
     quantizer, sim_target = simulation_quantizer(target, recipe, kept)

@@ -133,6 +133,8 @@ def _modules():
         """BERT encoder + masked mean pooling + L2 normalisation (sentence-transformers'
         Transformer -> Pooling(mean) -> Normalize)."""
 
+        edgeq_metric = "cosine"  # an embedding: its argmax means nothing
+
         def __init__(self, vocab=30522, hidden=384, layers=6, heads=12, inner=1536,
                      positions=512, types=2, eps=1e-12):
             super().__init__()
