@@ -342,6 +342,30 @@ def test_keep_float_with_float_io(tw, tmp_path, int8, fp32):
                         keep_float=("fc",))
 
 
+def test_keep_float_between_int8_layers(tw, tmp_path, int8, fp32):
+    """A layer kept float between two int8 ones really is float in the .tflite (without the
+    converter's strict QDQ mode it quantized the sandwiched conv and its weights itself),
+    and the interface stays int8 as for plain int8."""
+    from edgeq.runtimes import get_runtime
+    from edgeq.runtimes.tflite.coverage import F32, I8, read_ops
+
+    m = _library_export(tw, tmp_path, TARGET, keep_float=("conv2",))
+    art = Path(m["artifact"]["path"])
+    ops = read_ops(art.read_bytes())
+    convs = [op for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert [op.inputs[1][0] for op in convs] == [I8, F32], [op.name for op in ops]
+    assert [op.name for op in ops].count("DEQUANTIZE") == 1  # into the float conv
+    plain = read_ops(int8[0].read_bytes())
+    assert not [op for op in plain if op.name in ("QUANTIZE", "DEQUANTIZE")
+                and op.inputs[0][0] == F32 or op.name == "DEQUANTIZE"]
+    s = get_runtime("tflite").open(art)
+    assert s.io_dtypes == get_runtime("tflite").open(int8[0]).io_dtypes
+    # conv2 holds 18k of the 29k parameters: 4 bytes each instead of 1
+    assert art.stat().st_size > int8[0].stat().st_size + 3 * 18000
+    x = np.load(tw.eval)["x"]
+    assert _cosine(_outputs(art, x), _outputs(fp32[0], x)) > 0.99
+
+
 def test_keep_float_typo(tw, tmp_path):
     r = invoke(["export", tw.model, "-t", TARGET, "--calib", tw.calib, "--keep-float", "fcc",
                 "-o", tmp_path / "o"])

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from edgeq.errors import BadInput
+from edgeq.errors import BadInput, RuntimeFailure
 from edgeq.runtimes.base import quiet_native_stderr
 
 @contextlib.contextmanager
@@ -194,19 +194,122 @@ def convert(module, model, pt2e_quantizer=None) -> bytes:
         import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
 
-    kwargs = {}
+    kwargs, strict = {}, contextlib.nullcontext()
     if pt2e_quantizer is not None:
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=pt2e_quantizer)
+        strict = strict_qdq()
     # Positional sample inputs, as litert-torch's own examples: the signature names them
     # args_0, args_1... in forward() order. (Keyword inputs would carry the argument
     # names, but need a wrapper module that costs the .tflite its per-layer tensor names,
     # and renaming afterwards re-serialises the flatbuffer into a larger file.)
     try:
-        with quiet_converter():
+        with quiet_converter(), strict:
             edge = litert_torch.convert(module, tuple(model.example_inputs), **kwargs)
-            return bytes(edge.model_content())
+            content = bytes(edge.model_content())
     except Exception as e:
         raise describe_export_error(e, "LiteRT conversion") from e
+    return content if pt2e_quantizer is None else strip_boundary_qdq(content)
+
+
+@contextlib.contextmanager
+def strict_qdq():
+    """Convert with the LiteRT converter's ``strict_qdq_mode`` on: quantize exactly what
+    the Q/DQ ops in the graph say. litert-torch 0.10 leaves it off, and the converter then
+    also quantizes every float op sandwiched between a dequantize and a quantize,
+    quantizing its float weights itself: a layer left in float (``keep_float``, the
+    recipe's ``float_ops``) came out int8 anyway, with nothing said. With it on, the .tflite
+    of a fully quantized model has the same ops and weights; only the I/O boundary
+    differs (float, with QUANTIZE / DEQUANTIZE ops), which ``strip_boundary_qdq`` undoes.
+    There is no public flag for it, so the config class is wrapped for the call."""
+    from litert_torch._convert import litert_converter as lc
+
+    api = lc.converter_api_ext
+    original = api.ConvertToTFLConfig
+    if not hasattr(original(), "strict_qdq_mode"):
+        raise RuntimeFailure("this LiteRT converter has no strict_qdq_mode: layers kept in "
+                             "float would be quantized; pip install -U litert-converter")
+
+    def strict_config():
+        cfg = original()
+        cfg.strict_qdq_mode = True
+        return cfg
+
+    api.ConvertToTFLConfig = strict_config
+    try:
+        yield
+    finally:
+        api.ConvertToTFLConfig = original
+
+
+def strip_boundary_qdq(content: bytes) -> bytes:
+    """Fold a float input's only consumer, a QUANTIZE, and a float output's producer, a
+    DEQUANTIZE, into the model's I/O (which become int8): the interface litert-torch's
+    static int8 models have without strict QDQ mode. A boundary a float layer computes
+    stays float."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(content))
+    sg = model.subgraphs[0]
+    code = {i: max(c.builtinCode, c.deprecatedBuiltinCode)
+            for i, c in enumerate(model.operatorCodes)}
+    consumers: dict[int, list] = {}
+    producer = {}
+    for o in sg.operators:
+        for i in o.inputs:
+            consumers.setdefault(int(i), []).append(o)
+        for i in o.outputs:
+            producer[int(i)] = o
+    f32 = fb.TensorType.FLOAT32
+    drop, remap = [], {}
+    for pos, idx in enumerate(list(sg.inputs)):
+        users = consumers.get(int(idx), [])
+        if sg.tensors[idx].type == f32 and len(users) == 1 and \
+                code[users[0].opcodeIndex] == fb.BuiltinOperator.QUANTIZE and \
+                int(users[0].outputs[0]) not in sg.outputs:
+            new = int(users[0].outputs[0])
+            drop.append(users[0])
+            remap[int(idx)], sg.inputs[pos] = new, new
+    for pos, idx in enumerate(list(sg.outputs)):
+        op = producer.get(int(idx))
+        if op is not None and sg.tensors[idx].type == f32 and \
+                code[op.opcodeIndex] == fb.BuiltinOperator.DEQUANTIZE and \
+                int(op.inputs[0]) not in sg.inputs and len(consumers.get(int(idx), [])) == 0:
+            new = int(op.inputs[0])
+            drop.append(op)
+            remap[int(idx)], sg.outputs[pos] = new, new
+    if not drop:
+        return content
+    for old, new in remap.items():  # the I/O keep their names
+        sg.tensors[new].name, sg.tensors[old].name = sg.tensors[old].name, \
+            sg.tensors[new].name
+    sg.operators = [o for o in sg.operators if not any(o is d for d in drop)]
+    for sig in model.signatureDefs or []:
+        if sig.subgraphIndex == 0:
+            for tm in (sig.inputs or []) + (sig.outputs or []):
+                tm.tensorIndex = remap.get(tm.tensorIndex, tm.tensorIndex)
+    _drop_unused_tensors(model, sg)
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+def _drop_unused_tensors(model, sg) -> None:
+    """Remove the tensors no op, input or output of ``sg`` uses (renumbering the rest)."""
+    used = {int(i) for o in sg.operators for i in list(o.inputs) + list(o.outputs) if i >= 0}
+    used |= {int(i) for i in list(sg.inputs) + list(sg.outputs)}
+    keep = [i for i in range(len(sg.tensors)) if i in used]
+    new = {old: n for n, old in enumerate(keep)}
+    sg.tensors = [sg.tensors[i] for i in keep]
+    for o in sg.operators:
+        o.inputs = [new[int(i)] if i >= 0 else i for i in o.inputs]
+        o.outputs = [new[int(i)] for i in o.outputs]
+        if o.intermediates is not None:
+            o.intermediates = [new[int(i)] for i in o.intermediates if int(i) in new]
+    sg.inputs = [new[int(i)] for i in sg.inputs]
+    sg.outputs = [new[int(i)] for i in sg.outputs]
+    for sig in model.signatureDefs or []:
+        if sig.subgraphIndex == 0:
+            for tm in (sig.inputs or []) + (sig.outputs or []):
+                tm.tensorIndex = new[tm.tensorIndex]
 
 
 def float_io(content: bytes) -> bytes:
