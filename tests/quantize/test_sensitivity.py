@@ -125,3 +125,22 @@ def test_fp32_recipe_refused(tmp_path):
     with pytest.raises(BadInput, match="quantizes nothing"):
         analyze(model, get_target("executorch-xnnpack"), PRESETS["fp32"],
                 _ds(make_data()), _ds(make_data()), QUIET)
+
+
+def test_fake_quant_matches_torch():
+    """The simulator's in-place fake quantization is torch's, bit for bit."""
+    import torch
+
+    from edgeq.quantize.sensitivity import _fake_quant_class
+
+    class Obs:
+        quant_min, quant_max = -128, 127
+
+        def calculate_qparams(self):
+            return torch.tensor([0.0371]), torch.tensor([-5])
+
+    fq = _fake_quant_class()(Obs())
+    x = torch.randn(4, 8, 16, 16) * 4
+    want = torch.fake_quantize_per_tensor_affine(x, 0.0371, -5, -128, 127)
+    assert torch.equal(fq(x), want)
+    assert torch.equal(fq(x.contiguous(memory_format=torch.channels_last)), want)
