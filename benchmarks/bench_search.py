@@ -5,18 +5,24 @@ three targets, with a budget plain int8 misses.
 For each model and target: export plain int8 and measure its drop on the artifact; set
 the budget to half that drop (so plain int8 misses it by construction); run the search
 (sensitivity ranking simulated once per quantizer, every trial exported and evaluated on
-the real artifact). Records per trial the float layers, drop and size, the chosen recipe,
-whether the budget was met, and wall times.
+the real artifact). Records per trial the float / 16-bit layers, drop and size, the chosen
+recipe, whether the budget was met, and wall times. Where the target supports 16-bit
+activations (``Recipe.int16_layers``: ONNX Runtime) the search tries them before float;
+the same budget is then searched again float-only (``float_only`` in the row), so the
+two choices' sizes can be compared. ``int16`` in the row says what the search did.
 
 Models: digits-cnn (pretrained; digits:eval without labels so the metric is top-1
 agreement with fp32; int8 is lossless there, so its budget is 0 and plain int8 meets it
 in one trial), ``outlier`` (three linear layers, one writing a few huge features: int8
 breaks it deterministically and only two layers in float fix it; the synthetic case of
-the tests) and efficientnet-lite0 (ImageNet-pretrained, real photos photos:calib /
-photos:eval; mobilenetv2 with random weights if it is not available).
+the tests), efficientnet-lite0 (ImageNet-pretrained, real photos photos:calib /
+photos:eval; mobilenetv2 with random weights if it is not available) and, with
+``--models minilm-l6``, the pretrained sentence encoder on real sentences (its declared
+metric is mean cosine to fp32, so the budget is half of 1 - cosine).
 
     python benchmarks/bench_search.py            # full: digits + the ImageNet model
     python benchmarks/bench_search.py --quick    # digits and outlier only
+    python benchmarks/bench_search.py --models big --targets onnx-cpu --out search_int16.json
 
 Writes benchmarks/results/search.json (search.quick.json with --quick). Exit status 1
 when a search that should succeed did not meet its budget.
@@ -74,6 +80,14 @@ def prepare_data(model_name: str, work: Path, calib_n: int, eval_n: int) -> tupl
         return str(work / "calib.npz"), str(work / "eval.npz")
     if model_name == "digits-cnn":
         calib, ev = data_mod.load_dataset("digits:train"), data_mod.load_dataset("digits:eval")
+    elif model_name == "minilm-l6":
+        calib, ev = (data_mod.load_dataset("sentences:calib"),
+                     data_mod.load_dataset("sentences:eval"))
+        calib, ev = data_mod.select(calib, calib_n), data_mod.select(ev, eval_n)
+        cpath, epath = work / "calib.npz", work / "eval.npz"
+        np.savez(cpath, **calib.inputs)  # input_ids, attention_mask: one array per input
+        np.savez(epath, **ev.inputs)
+        return str(cpath), str(epath)
     else:
         calib, ev = data_mod.load_dataset("photos:calib"), data_mod.load_dataset("photos:eval")
     calib, ev = data_mod.select(calib, calib_n), data_mod.select(ev, eval_n)
@@ -81,6 +95,12 @@ def prepare_data(model_name: str, work: Path, calib_n: int, eval_n: int) -> tupl
     np.savez(cpath, x=calib.inputs[next(iter(calib.inputs))])
     np.savez(epath, x=ev.inputs[next(iter(ev.inputs))])
     return str(cpath), str(epath)
+
+
+def _summary(report: dict, before: set) -> tuple[dict, dict]:
+    """(the cell the latest search chose, its search block)."""
+    cell = next(c for c in report["results"] if c.get("search") and id(c) not in before)
+    return cell, cell["search"]
 
 
 def run_cell(model_name: str, target: str, calib: str, ev: str, work: Path, max_trials: int,
@@ -106,15 +126,33 @@ def run_cell(model_name: str, target: str, calib: str, ev: str, work: Path, max_
                            SearchOptions(budget, max_trials, sens_samples), Progress(),
                            rankings)
     t_search = time.perf_counter() - t1
-    cell = next(c for c in report["results"] if c.get("search"))
-    s = cell["search"]
-    return {"target": target, "metric": s["metric"], "plain_drop": drop,
+    cell, s = _summary(report, set())
+    float_only = None
+    if s["int16"] == "tried before float":  # the same budget, float layers only
+        before = {id(c) for c in report["results"] if c.get("search")}
+        cell["search"] = None  # so the plain cell is searched again, not skipped
+        plain.pop("search", None)
+        t2 = time.perf_counter()
+        missed_f = search_report(report, model, "int8", [target], opts, ev,
+                                 SearchOptions(budget, max_trials, sens_samples, int16=False),
+                                 Progress(), rankings)
+        fcell, fs = _summary(report, before)
+        cell["search"] = s
+        float_only = {"met": fs["met"], "missed_reason": missed_f[0] if missed_f else None,
+                      "chosen_recipe": fs["chosen_recipe"], "chosen_drop": fs["chosen_drop"],
+                      "chosen_keep_float": fs["chosen_keep_float"],
+                      "chosen_size_bytes": fcell["artifact"]["size_bytes"],
+                      "trials": [{k: t[k] for k in ("float_layers", "drop", "size_bytes",
+                                                    "passed")} for t in fs["trials"]],
+                      "search_s": round(time.perf_counter() - t2, 1)}
+    return {"target": target, "metric": s["metric"], "plain_drop": drop, "int16": s["int16"],
+            "chosen_int16_layers": s["chosen_int16_layers"], "float_only": float_only,
             "plain_size_bytes": plain["artifact"]["size_bytes"], "budget": budget,
             "met": s["met"], "missed_reason": missed[0] if missed else None,
             "chosen_recipe": s["chosen_recipe"], "chosen_keep_float": s["chosen_keep_float"],
             "chosen_drop": s["chosen_drop"], "chosen_size_bytes": cell["artifact"]["size_bytes"],
-            "trials": [{k: t[k] for k in ("float_layers", "drop", "size_bytes", "passed")}
-                       for t in s["trials"]],
+            "trials": [{k: t[k] for k in ("float_layers", "int16_layers", "drop",
+                                          "size_bytes", "passed")} for t in s["trials"]],
             "ranking_simulated_with": (s.get("ranking") or {}).get("simulated_with"),
             "ranking_samples": (s.get("ranking") or {}).get("samples"),
             "ranking_seconds": (s.get("ranking") or {}).get("seconds"),
@@ -128,6 +166,8 @@ def main() -> int:
     ap.add_argument("--max-trials", type=int, default=6)
     ap.add_argument("--targets", nargs="*", default=list(TARGETS))
     ap.add_argument("--models", nargs="*")
+    ap.add_argument("--out", help="result file name in benchmarks/results (default "
+                    "search.json, search.quick.json with --quick)")
     args = ap.parse_args()
     from edgeq.cli import quiet_libraries
 
@@ -149,7 +189,7 @@ def main() -> int:
             except Exception as e:  # engineer A's built-in is not installed here
                 log(f"efficientnet-lite0 unavailable ({e}); using mobilenetv2")
                 name = "mobilenetv2"
-        big = name in ("efficientnet-lite0", "mobilenetv2")
+        big = name in ("efficientnet-lite0", "mobilenetv2", "minilm-l6")
         label = "outlier" if name.endswith("outlier.py:build") else name
         work = args.work / Path(name.split(":")[0]).stem
         calib, ev = prepare_data(name, work, 128 if big else 256, 64 if big else 200)
@@ -171,7 +211,8 @@ def main() -> int:
               "eval": "digits:eval (200, labels dropped) / photos:eval (64 crops); metric: "
                       "top-1 agreement with fp32, in points",
               "results": rows}
-    out = common.RESULTS / ("search.quick.json" if args.quick else "search.json")
+    out = common.RESULTS / (args.out or ("search.quick.json" if args.quick else
+                                         "search.json"))
     out.write_text(json.dumps(result, indent=2) + "\n")
     log(f"wrote {out}")
     bad = [r for r in rows if r.get("error") or (r.get("met") is False and r["budget"] > 0
@@ -182,7 +223,11 @@ def main() -> int:
                  f"plain {r['plain_drop']:.2f} budget {r['budget']:.2f} -> "
                  f"{r['chosen_recipe']} drop {r['chosen_drop']:.2f} "
                  f"{'met' if r['met'] else 'MISSED'} in {len(r['trials'])} trials, "
-                 f"{r['total_s']:.0f} s"))
+                 f"{r['chosen_size_bytes']} B, {r['total_s']:.0f} s; int16: {r['int16']}"
+                 + (f"; float-only: {r['float_only']['chosen_recipe']} drop "
+                    f"{r['float_only']['chosen_drop']:.2f}, "
+                    f"{r['float_only']['chosen_size_bytes']} B" if r.get("float_only")
+                    else "")))
     return 1 if bad else 0
 
 

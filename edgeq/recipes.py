@@ -39,7 +39,14 @@ class Recipe:
     (least expected squared error); the histogram-based ones use ``histogram_bins`` bins
     (see ``edgeq.quantize.observers``). ``calib_samples`` is how many calibration samples
     are used.
-    ``keep_float`` holds module-name patterns (fnmatch) left in fp32. ``io_dtype`` is the
+    ``keep_float`` holds module-name patterns (fnmatch) left in fp32. ``int16_layers``
+    holds module-name patterns (fnmatch, matched as ``keep_float`` is) whose activations,
+    the layer's input and output edges, are quantized to 16 bits while its weights stay
+    int8 (w8a16): most of the accuracy of float at int8's weight size. Static PTQ only,
+    and only on targets whose runtime can run it (``supports_int16_activations``; ONNX
+    Runtime: its CPU provider computes such layers in float between 16-bit Q/DQ, so it
+    is a size win over float, not a speed win); others refuse it (use ``keep_float``).
+    A layer in both lists stays float. ``io_dtype`` is the
     artifact's interface where the runtime lets it vary (LiteRT): ``auto`` (what its
     quantizer emits), ``int8`` (full-integer, quantize inputs on the device) or ``float``."""
 
@@ -55,6 +62,7 @@ class Recipe:
     histogram_bins: int = 2048
     calib_samples: int = 256
     keep_float: tuple[str, ...] = ()
+    int16_layers: tuple[str, ...] = ()
     io_dtype: str = "auto"
     # Float-model passes (edgeq.quantize.passes), static PTQ only: cross-layer
     # equalization (``equalize_relu6``: ``keep`` skips pairs joined by ReLU6, ``relu``
@@ -66,8 +74,9 @@ class Recipe:
     weight_rounding: str = "nearest"
     bias_correction: bool = False
     # Transformers (edgeq.quantize.float_ops, .smoothquant): ops kept float under static
-    # int8 (``auto``: softmax, layer_norm, mask_add, ffn_down when the model has
-    # attention; ``[]`` quantizes them as the vendors do), and SmoothQuant's migration
+    # int8 (``auto``: the target runtime's measured ``float_ops_auto`` set of softmax,
+    # layer_norm, mask_add, ffn_down when the model has attention; ``[]`` quantizes them as
+    # the vendors do), and SmoothQuant's migration
     # strength alpha in [0, 1] (None: off). weight_rounding ``gptq`` / ``awq``: GPTQ, AWQ.
     float_ops: str | tuple[str, ...] = "auto"
     smoothquant: float | None = None
@@ -88,6 +97,7 @@ class Recipe:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["keep_float"] = list(self.keep_float)
+        d["int16_layers"] = list(self.int16_layers)
         if not isinstance(self.float_ops, str):
             d["float_ops"] = list(self.float_ops)
         return d
@@ -170,6 +180,9 @@ def _check(r: Recipe, where: str) -> Recipe:
     elif r.quantized and (r.weight_bits, r.activation_bits) != (8, 8):
         raise BadInput(f"recipe {where}: static quantization is int8 (weight_bits and "
                        "activation_bits 8) in this version")
+    if r.int16_layers and r.method != "static":
+        raise BadInput(f"recipe {where}: int16_layers (16-bit activations) needs method "
+                       f"static; method {r.method} has no quantized activations to widen")
     if not 50.0 < float(r.percentile) <= 100.0:
         raise BadInput(f"recipe {where}: percentile {r.percentile} must be in (50, 100]")
     if not isinstance(r.histogram_bins, int) or r.histogram_bins < 16:
@@ -194,9 +207,10 @@ def from_dict(data: dict, where: str) -> Recipe:
             near = difflib.get_close_matches(key, fields, 1)
             raise BadInput(f"recipe {where}: unknown key '{key}'"
                            + (f" (did you mean '{near[0]}'?)" if near else ""))
-    if "keep_float" in data:
-        kf = data["keep_float"]
-        data["keep_float"] = tuple([kf] if isinstance(kf, str) else kf or ())
+    for key in ("keep_float", "int16_layers"):
+        if key in data:
+            kf = data[key]
+            data[key] = tuple([kf] if isinstance(kf, str) else kf or ())
     if "activation_observer" in data:
         obs = observer_fields(data.pop("activation_observer"), f"recipe {where}")
         if "percentile" in data and "percentile" in obs and data["percentile"] != \

@@ -32,6 +32,26 @@ def artifact_name(model, recipe, target, qat: bool) -> str:
     return f"{model_stem(model.spec)}.{tag}.{target.name}.{target.format}"
 
 
+def supports_int16(target) -> tuple[bool, str]:
+    """(can ``target``'s runtime build ``Recipe.int16_layers``, why not in a few words)."""
+    from edgeq.runtimes import get_runtime
+
+    runtime = get_runtime(target.runtime)
+    return (bool(getattr(runtime, "supports_int16_activations", False)),
+            str(getattr(runtime, "int16_unsupported", "")))
+
+
+def check_int16(recipe, target) -> None:
+    """BadInput naming the target when the recipe asks for 16-bit activations it lacks."""
+    if not recipe.int16_layers:
+        return
+    ok, why = supports_int16(target)
+    if not ok:
+        raise BadInput(f"recipe '{recipe.name}': int16_layers (16-bit activations) is not "
+                       f"supported by target '{target.name}'" + (f" ({why})" if why else "")
+                       + "; keep those layers in float instead (keep_float / --keep-float)")
+
+
 def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIET) -> dict:
     """Quantize and lower ``model`` for ``target``; write the artifact and its manifest.
     ``calib`` is the full calibration Dataset (selection happens here). Returns the
@@ -41,6 +61,7 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
     from edgeq.runtimes import get_runtime
     from edgeq.runtimes.base import BuildRequest
 
+    check_int16(recipe, target)
     name = artifact_name(model, recipe, target, qat is not None)
     out = Path(opts.out_dir) / name
     also = [out.with_suffix("." + f) for f in target.also]

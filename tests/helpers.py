@@ -128,3 +128,15 @@ def assert_bad_input(r: CliResult, *needles: str, out_dir: Path | None = None,
     if out_dir is not None and Path(out_dir).exists():
         assert [p.name for p in Path(out_dir).iterdir()] == [], list(Path(out_dir).iterdir())
     return errors[0]
+
+
+def tiny_tokens(n: int = 64, seed: int = 0, seq: int = 16, vocab: int = 100):
+    """(input_ids, attention_mask) for the tiny BERT encoders of the transformer tests:
+    random ids, every other sentence padded from position 10."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (n, seq), generator=g)
+    mask = torch.ones(n, seq, dtype=torch.long)
+    mask[::2, 10:] = 0
+    return ids, mask

@@ -34,10 +34,15 @@ from edgeq.cli.options import (calib_option, calib_samples_option, force_option,
 @metric_option
 @click.option("--max-accuracy-drop", type=float, metavar="X",
               help="Accuracy budget in the --metric's unit (points of top-1 or agreement; "
-                   "cosine: e.g. 0.01 for >= 0.99; needs --data): keep the most sensitive layers in float until the "
+                   "cosine: e.g. 0.01 for >= 0.99; needs --data): take the most sensitive layers to 16-bit "
+                   "activations (where supported) or float until the "
                    "drop is at most X; the chosen recipe is written as YAML. Exit 1 if none can.")
 @click.option("--max-trials", default=8, show_default=True, metavar="N",
               help="--max-accuracy-drop: exports tried per target, the plain recipe included.")
+@click.option("--try-int16/--no-try-int16", default=True, show_default=True,
+              help="--max-accuracy-drop: try the most sensitive layers at 16-bit activations "
+                   "(int8 weights, recipe int16_layers) before float, where the target "
+                   "supports it.")
 @click.option("--profile-runs", default=0, show_default=True, metavar="N",
               help="Also profile every artifact on this machine with N timed runs (0: skip), "
                    "for a side-by-side latency column.")
@@ -49,7 +54,7 @@ from edgeq.cli.options import (calib_option, calib_samples_option, force_option,
 @image_options
 @json_option
 def export(model, targets, recipes, calib, calib_samples, observer, keep_float, qat_data,
-           qat_epochs, lr, qat_loss, data, metric, max_accuracy_drop, max_trials, profile_runs,
+           qat_epochs, lr, qat_loss, data, metric, max_accuracy_drop, max_trials, try_int16, profile_runs,
            out_dir, input_shape, trust_pickle, force, resize,
            crop, mean, std, grayscale, as_json):
     """Quantize MODEL and lower it to deployable artifacts.
@@ -90,7 +95,7 @@ def export(model, targets, recipes, calib, calib_samples, observer, keep_float, 
                            f"{', '.join(recipes)}: pass one")
         recipe = recipes[0]
         search = check_options(max_accuracy_drop, max_trials, data, qat_data,
-                               load_recipe(recipe))
+                               load_recipe(recipe), try_int16)
     progress = Progress()
     opts = FlowOptions(out_dir, calib, calib_samples, observer, tuple(keep_float), qat_data,
                        qat_epochs, lr, qat_loss, input_shape, trust_pickle, force,

@@ -42,7 +42,7 @@ def run(pipeline, out_dir, jobs, ray_address, force, as_json):
         - {device: "adb:SERIAL", name: pixel-8-real}   # measured on a device
       profile: {runs: 50, warmup: 5, threads: 1}
       image: {resize: 256, crop: 224}  # optional: for image-folder data
-      search: {max_accuracy_drop: 1.0, max_trials: 8}  # optional, needs data:
+      search: {max_accuracy_drop: 1.0, max_trials: 8, int16: true}  # optional, needs data:
       budgets:                         # the format of `edgeq check --budgets`
         - max_size: 2MB
         - target: executorch-*
@@ -54,8 +54,9 @@ def run(pipeline, out_dir, jobs, ray_address, force, as_json):
     report), and a run interrupted half-way resumes without redoing finished work.
     \b
     search: for every quantized cell whose accuracy drop exceeds max_accuracy_drop,
-    the search of `export --max-accuracy-drop` keeps the most sensitive layers in
-    float (within max_trials exports); the cell then holds the chosen artifact (profiled
+    the search of `export --max-accuracy-drop` takes the most sensitive layers to 16-bit
+    activations (where the target runs them; int16: false skips that) or float (within
+    max_trials exports); the cell then holds the chosen artifact (profiled
     instead of the plain one), a "search" block and the chosen recipe as YAML beside it.
     A budget no configuration meets: the best found is kept and the run exits 1.
     Finished searches are cached like evaluations.

@@ -20,11 +20,12 @@ from edgeq.errors import EdgeqError
 from edgeq.pipeline import cache
 
 SEARCH = "search"
-SEARCH_KEYS = ("max_accuracy_drop", "max_trials")
+SEARCH_KEYS = ("max_accuracy_drop", "max_trials", "int16")
 
 
 def parse_search(d, w, spec):
-    """The pipeline's ``search: {max_accuracy_drop: X, max_trials: N}`` -> SearchOptions;
+    """The pipeline's ``search: {max_accuracy_drop: X, max_trials: N, int16: true}`` ->
+    SearchOptions (``int16``: 16-bit activations tried before float where supported);
     BadInput naming file:line (called by ``spec.load_spec``)."""
     from edgeq.pipeline.spec import _int, _line, _unknown
     from edgeq.quantize.search import DEFAULT_MAX_TRIALS, SearchOptions
@@ -44,17 +45,22 @@ def parse_search(d, w, spec):
         raise w.err(_line(s, "max_accuracy_drop", line), "'max_accuracy_drop' must be a "
                     f"number >= 0 (points of the metric, e.g. 1.0), got '{drop}'")
     trials = _int(s, "max_trials", w, 1, DEFAULT_MAX_TRIALS)
+    int16 = s.get("int16", True)
+    if not isinstance(int16, bool):
+        raise w.err(_line(s, "int16", line), "'int16' must be true (try the most sensitive "
+                    "layers at 16-bit activations before float, where the target supports "
+                    f"it) or false, got '{int16}'")
     if spec.data is None:
         raise w.err(line, "'search' measures accuracy on the artifacts: add 'data: EVAL'")
     if not any(r.quantized for r in spec.recipes):
         raise w.err(line, "'search' needs a quantized recipe (e.g. int8) in 'recipes'; "
                     f"{', '.join(r.name for r in spec.recipes)} quantize nothing")
-    return SearchOptions(float(drop), trials)
+    return SearchOptions(float(drop), trials, int16=int16)
 
 
 def search_key(build_key: str, sopts, data_id) -> str:
     return cache.digest({"build": build_key, "budget": sopts.budget,
-                         "max_trials": sopts.max_trials,
+                         "max_trials": sopts.max_trials, "int16": sopts.int16,
                          "sensitivity_samples": sopts.sensitivity_samples, "data": data_id})
 
 

@@ -21,7 +21,7 @@ The format::
       - {device: "adb:SERIAL", name: pixel-8-real}   # measured on a device (adb, ssh://)
     profile: {runs: 50, warmup: 5, threads: 1}      # optional (defaults 50, 5, 1)
     image: {resize: 256, crop: 224, mean: "0.485,0.456,0.406", std: "0.229,0.224,0.225"}
-    search: {max_accuracy_drop: 1.0, max_trials: 8}  # optional; needs data: (see below)
+    search: {max_accuracy_drop: 1.0, max_trials: 8, int16: true}  # optional; needs data:
     budgets:                         # optional; the format of `edgeq check --budgets`
       - max_size: 2MB
       - target: executorch-*
@@ -29,7 +29,8 @@ The format::
 
 ``search``: the accuracy-budget search of ``export --max-accuracy-drop`` for every
 quantized cell whose measured drop exceeds ``max_accuracy_drop`` (points of the metric);
-``max_trials`` (default 8) counts the plain recipe. See ``edgeq.pipeline.budget_search``.
+``max_trials`` (default 8) counts the plain recipe; ``int16`` (default true) tries layers at
+16-bit activations before float where the target supports it. See ``edgeq.pipeline.budget_search``.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Attention-aware static int8: the operations that collapse under per-tensor int8 and are
-kept in float by every target's quantizer (the recipe's ``float_ops``).
+kept in float by the target's quantizer (the recipe's ``float_ops``).
 
 * ``softmax``: its output spans [0, 1] with the information in tiny probabilities.
 * ``mask_add``: ``scores + mask`` where the additive mask is about -1e4 on padding: one int8
@@ -14,19 +14,37 @@ kept in float by every target's quantizer (the recipe's ``float_ops``).
   per-tensor int8 there costs MiniLM more than all the other Linears together (mean cosine
   0.94 -> 0.994 when it alone stays float).
 
-``auto`` (the default) keeps all four float when the model has attention (a softmax in
-its graph) and none otherwise; a list names them; ``[]`` is the vendors' default (quantize
-whatever the runtime's quantizer annotates). The per-channel scales that SmoothQuant and
-AWQ insert (``edgeq.quantize.smoothquant.Smooth``) are always float: quantizing the
-constant operand would undo them.
+``auto`` (the default), when the model has attention (a softmax in its graph), keeps
+float the kinds the target's runtime lists in its ``float_ops_auto`` table
+(``edgeq/runtimes/<rt>/__init__.py``, read here through the runtime; every kind for a
+runtime without a table), and none without attention; a list names them and overrides the
+table; ``[]`` is the vendors' default (quantize whatever the runtime's quantizer
+annotates). The per-channel scales that SmoothQuant and AWQ insert
+(``edgeq.quantize.smoothquant.Smooth``) are always float: quantizing the constant operand
+would undo them. The manifest records the resolved set and where it came from
+(``record``).
 
-Measured on MiniLM-L6 (benchmarks/bench_transformer.py, 64 real sentences): with ``[]``
-every runtime collapses (mean cosine 0.31 ExecuTorch, 0.30 ONNX Runtime, 0.31 LiteRT); with
-``auto`` 0.993 / 0.990 / 0.993. No runtime runs these ops well in int8, so ``auto`` is the
-same on all three; keeping them float costs ExecuTorch and LiteRT some of int8's speed
-(the float FFN projections) and ONNX Runtime's CPU provider nothing it had.
+The rule that fills a runtime's table, applied to ``benchmarks/bench_float_ops.py`` on
+MiniLM-L6 with real sentences (results/float_ops.json): from every kind float, each kind is
+quantized in turn (the others float), with SmoothQuant 0.5 too where it moves outliers off
+the op. A kind leaves the table (``auto`` quantizes it) only when that artifact keeps mean
+cosine to fp32 >= 0.99, AND the runtime really runs the op in int8 (read from the lowered
+artifact, not dequantize -> float op -> quantize), AND the artifact is at least 10% faster
+(p50, 1 thread, interleaved rounds; identical artifacts timed up to 7% apart on a shared
+host) or smaller than with every kind float. Otherwise the kind stays float: quantizing it
+costs accuracy or buys nothing on that runtime. Each table's numbers are beside it.
 
-One predicate per graph kind: ``pt2e_keep_float(node, ops)`` for the PT2E quantizers
+Measured (256 calibration / 256 eval sentences): with ``[]`` every runtime collapses (mean
+cosine 0.30 ExecuTorch, 0.30 LiteRT; ONNX Runtime quantizes only weight ops in attention
+graphs, so 0.9925 there). Quantizing softmax changes nothing anywhere (XNNPACK's softmax is
+fp32-only and the quantizers leave it float); quantizing layer norm (with its residual
+add) drops to 0.85, the mask add to 0.38. ``ffn_down`` splits the runtimes: XNNPACK runs it
+with an int8 output, where BERT's outlier dimensions are born (0.946 / 0.946, SmoothQuant
+does not help: 0.941), while ONNX Runtime's CPU provider runs it with int8 inputs and a
+float output (0.9925, 1.4x faster, 10.6 MB smaller). So ``auto`` keeps all four float on
+ExecuTorch and LiteRT and quantizes ``ffn_down`` on ONNX Runtime.
+
+One predicate per graph kind: ``pt2e_filter(value, runtime)`` for the PT2E quantizers
 (ExecuTorch, LiteRT); ONNX graphs are matched in ``edgeq.runtimes.onnx.float_ops``.
 """
 from __future__ import annotations
@@ -49,11 +67,33 @@ def check(value, where: str):
     return items
 
 
-def resolve(value, has_attention: bool) -> tuple[str, ...]:
-    """The op kinds to keep float for a model."""
+def auto_set(runtime=None) -> tuple[str, ...]:
+    """The op kinds ``auto`` keeps float on ``runtime`` (its ``float_ops_auto`` table, chosen
+    by measurement); every kind for a runtime without one."""
+    table = getattr(runtime, "float_ops_auto", None)
+    return FLOAT_OPS if table is None else tuple(k for k in FLOAT_OPS if k in table)
+
+
+def resolve(value, has_attention: bool, runtime=None) -> tuple[str, ...]:
+    """The op kinds to keep float for a model on ``runtime``: an explicit list as given;
+    ``auto``: the runtime's table when the model has attention, none otherwise."""
     if value in ("auto", None):
-        return FLOAT_OPS if has_attention else ()
+        return auto_set(runtime) if has_attention else ()
     return tuple(value)
+
+
+def record(value, resolved, runtime=None) -> dict:
+    """The manifest's ``float_ops`` entry: what the recipe asked, what was kept float, and
+    whether that came from the runtime's ``auto`` table or from the recipe."""
+    auto = value in ("auto", None)
+    out = {"requested": "auto" if auto else list(value),
+           "resolved": None if resolved is None else list(resolved),
+           "from": f"auto ({getattr(runtime, 'name', 'default')} table)" if auto else "recipe"}
+    if auto:
+        out["auto_set"] = list(auto_set(runtime))
+    if resolved is None:
+        out["resolved_reason"] = "no graph was quantized with this filter"
+    return out
 
 
 # -- PT2E graphs (ExecuTorch, LiteRT) ----------------------------------------------------
@@ -92,9 +132,11 @@ def _in_smooth(node) -> bool:
     return False
 
 
-def pt2e_filter(value):
+def pt2e_filter(value, runtime=None):
     """``keep(node) -> bool``: True for the nodes to leave unannotated (float) per the
-    recipe's ``float_ops`` value; ``auto`` is resolved on the node's own graph."""
+    recipe's ``float_ops`` value; ``auto`` is resolved on the node's own graph with
+    ``runtime``'s table. ``keep.resolved`` is the last set resolved (None before any node),
+    for the manifest (``record``)."""
     t = _targets()
     soft = t["softmax"]
     resolved: dict = {}
@@ -106,7 +148,8 @@ def pt2e_filter(value):
             return True
         key = id(node.graph)
         if key not in resolved:
-            resolved[key] = resolve(value, graph_has_attention(node.graph))
+            resolved[key] = resolve(value, graph_has_attention(node.graph), runtime)
+            keep.resolved = resolved[key]
         ops = resolved[key]
         if "softmax" in ops and node.target in soft:
             return True
@@ -123,4 +166,5 @@ def pt2e_filter(value):
                 "layer_norm" in ops and all(u.target in t["layer_norm"] for u in node.users))
         return False
 
+    keep.resolved = None
     return keep

@@ -1,12 +1,19 @@
 """Accuracy-budget search (``export --max-accuracy-drop X``): find the recipe that meets an
-accuracy budget at the smallest size by keeping the most sensitive layers in float.
+accuracy budget at the smallest size by taking the most sensitive layers to 16-bit
+activations (where the target's runtime supports ``Recipe.int16_layers``) or to float.
 
 Every candidate is exported and evaluated on the real artifact in its own runtime
 (``edgeq.stages``): the simulation (``edgeq.quantize.sensitivity``) only orders the layers.
 The plain recipe is trial 0 (the export already measured it); when it misses, the number
-k of float layers is doubled (1, 2, 4, ...) until a trial meets the budget and then
-bisected, within ``max_trials`` trials. The passing trial with the smallest artifact wins
-(tie: fewer float layers); its recipe is written as YAML beside its artifact for reuse."""
+k of changed layers (the k most sensitive) is doubled (1, 2, 4, ...) until a trial meets
+the budget and then bisected, within ``max_trials`` trials. Where the target supports
+16-bit activations, each k of the doubling is tried first with those layers at 16-bit
+(int8 weights: about int8's size) and, only when that misses, with them in float, until
+float does at least as well as 16-bit at some k (then float only: on EfficientNet-Lite0
+16-bit trials never beat float and would spend half the trials); the bisection stays in
+the mode that met the budget. Elsewhere only float is tried. The passing trial with the smallest artifact wins
+(tie: fewer float, then fewer 16-bit layers); its recipe is written as YAML beside its
+artifact for reuse."""
 from __future__ import annotations
 
 import shutil
@@ -24,15 +31,17 @@ SENSITIVITY_SAMPLES = 64
 class SearchOptions:
     """``budget``: the largest accepted drop, in the accuracy metric's own unit (points of
     top-1 with labels, else of top-1 agreement with fp32). ``max_trials`` counts the plain
-    recipe. ``sensitivity_samples``: eval samples used to rank the layers."""
+    recipe. ``sensitivity_samples``: eval samples used to rank the layers. ``int16``: try
+    layers at 16-bit activations before float where the target supports it."""
 
     budget: float
     max_trials: int = DEFAULT_MAX_TRIALS
     sensitivity_samples: int = SENSITIVITY_SAMPLES
+    int16: bool = True
 
 
 def check_options(budget: float, max_trials: int, data: str | None, qat_data: str | None,
-                  recipe) -> SearchOptions:
+                  recipe, int16: bool = True) -> SearchOptions:
     """Refuse unusable search flags before any work is done."""
     if data is None:
         raise BadInput("--max-accuracy-drop measures accuracy on the artifacts: pass "
@@ -48,7 +57,7 @@ def check_options(budget: float, max_trials: int, data: str | None, qat_data: st
     if not recipe.quantized:
         raise BadInput(f"--max-accuracy-drop: recipe '{recipe.name}' quantizes nothing; use a "
                        "quantized recipe such as int8")
-    return SearchOptions(float(budget), int(max_trials))
+    return SearchOptions(float(budget), int(max_trials), int16=bool(int16))
 
 
 def _recipe_of(manifest: dict):
@@ -95,6 +104,7 @@ def search_cell(report, cell, model, calib, eval_ds, opts, sopts: SearchOptions,
     ``search`` block. Returns None when the budget is met, else the one-line reason."""
     from edgeq.artifacts import read_manifest
     from edgeq.cli.output import fmt_bytes, say
+    from edgeq.stages import supports_int16
     from edgeq.targets import get_target
 
     artifact = Path(cell["artifact"]["path"])
@@ -102,8 +112,14 @@ def search_cell(report, cell, model, calib, eval_ds, opts, sopts: SearchOptions,
     target = get_target(cell["target"])
     recipe = _recipe_of(manifest)
     acc = cell.get("accuracy") or {}
+    ok16, why16 = supports_int16(target)
+    use16 = sopts.int16 and ok16
     block = {"budget": sopts.budget, "metric": acc.get("metric"), "max_trials": sopts.max_trials,
-             "met": False, "trials": [], "chosen_keep_float": None, "recipe_file": None}
+             "met": False, "trials": [], "chosen_keep_float": None,
+             "chosen_int16_layers": None, "recipe_file": None,
+             "int16": "tried before float" if use16 else
+             f"not supported by {target.name}" + (f": {why16}" if why16 else "") if not ok16
+             else "off (--no-try-int16)"}
     if acc.get("drop") is None:
         reason = cell.get("accuracy_reason") or acc.get("value_reason") or \
             "the accuracy drop of the plain recipe could not be measured"
@@ -112,28 +128,30 @@ def search_cell(report, cell, model, calib, eval_ds, opts, sopts: SearchOptions,
     metric, unit = acc["metric"], " points" if acc["metric"] in ("top1", "agreement") else ""
     out_dir = Path(opts.out_dir)
     trial_dir = out_dir / f".search-{target.name}"
-    tried: dict[int, dict] = {}
+    tried: dict = {}  # _key(k, mode) -> trial
 
-    def record(k: int, drop, size, path, error=None) -> dict:
-        t = {"trial": len(tried), "float_layers": k,
-             "keep_float": list(recipe.keep_float) + order[:k] if k else list(recipe.keep_float),
+    def record(k: int, mode: str, drop, size, path, error=None) -> dict:
+        t = {"trial": len(tried), "float_layers": k if mode == "float" else 0,
+             "int16_layers": k if mode == "int16" else 0,
+             "keep_float": list(_variant(recipe, order[:k], mode).keep_float),
+             "int16": list(_variant(recipe, order[:k], mode).int16_layers),
              "drop": drop, "size_bytes": size,
              "passed": drop is not None and drop <= sopts.budget + 1e-9,
              "artifact": None if path is None else Path(path).name}
         if error:
             t["error"] = error
-        tried[k] = t
+        tried[_key(k, mode)] = t
         verdict = "error: " + error if error else ("meets the budget" if t["passed"]
                                                    else "over the budget")
         say(f"edgeq: search {target.name}: trial {t['trial'] + 1}/{sopts.max_trials}: "
-            f"{k} layer(s) in float: {metric} drop "
+            f"{_what(k, mode)}: {metric} drop "
             f"{'-' if drop is None else f'{drop:.2f}'}{unit} (budget {sopts.budget:g}), "
             f"{fmt_bytes(size)}: {verdict}")
         return t
 
     order: list[str] = []
-    record(0, acc["drop"], cell["artifact"]["size_bytes"], artifact)
-    results: dict[int, tuple] = {}  # k -> (manifest, accuracy) of exported trials
+    record(0, "float", acc["drop"], cell["artifact"]["size_bytes"], artifact)
+    results: dict = {}  # _key(k, mode) -> (manifest, accuracy) of exported trials
     try:
         if not tried[0]["passed"] and sopts.max_trials > 1:
             ranking = _ranking(model, target, recipe, calib, eval_ds, sopts, rankings, progress)
@@ -141,82 +159,132 @@ def search_cell(report, cell, model, calib, eval_ds, opts, sopts: SearchOptions,
             block["ranking"] = {"simulated_with": ranking["simulated_with"],
                                 "samples": ranking["samples"], "seconds": ranking["seconds"],
                                 "layers": list(order)}
-            for k in _schedule(len(order), sopts.max_trials, tried):
+            for k, mode in _schedule(len(order), sopts.max_trials, tried, use16):
                 try:
-                    m, a = _trial(model, target, recipe, order[:k], calib, eval_ds, metric,
-                                  trial_dir, opts, progress)
-                    results[k] = (m, a)
-                    record(k, a["drop"], m["artifact"]["size_bytes"], m["artifact"]["path"])
+                    m, a = _trial(model, target, _variant(recipe, order[:k], mode), calib,
+                                  eval_ds, metric, trial_dir, opts, progress)
+                    results[_key(k, mode)] = (m, a)
+                    record(k, mode, a["drop"], m["artifact"]["size_bytes"],
+                           m["artifact"]["path"])
                 except BadInput as e:  # a configuration the runtime refuses: try others
-                    record(k, None, None, None, str(e))
+                    record(k, mode, None, None, None, str(e))
         passing = [t for t in tried.values() if t["passed"]]
         block["trials"] = sorted(tried.values(), key=lambda t: t["trial"])
         if passing:
-            best = min(passing, key=lambda t: (t["size_bytes"], t["float_layers"]))
+            best = min(passing, key=lambda t: (t["size_bytes"], t["float_layers"],
+                                               t["int16_layers"]))
         else:
             measured = [t for t in tried.values() if t["drop"] is not None]
-            best = min(measured, key=lambda t: (t["drop"], t["size_bytes"], t["float_layers"]))
-        k = best["float_layers"]
-        chosen = recipe if k == 0 else recipe.with_(name=f"{recipe.name}-float{k}",
-                                                      keep_float=tuple(best["keep_float"]))
+            best = min(measured, key=lambda t: (t["drop"], t["size_bytes"], t["float_layers"],
+                                                t["int16_layers"]))
+        mode = "int16" if best["int16_layers"] else "float"
+        k = best["int16_layers"] or best["float_layers"]
+        chosen = recipe if k == 0 else _variant(recipe, order[:k], mode)
         if k == 0:
             target_cell, path = cell, artifact
         else:
-            path = _keep(Path(results[k][0]["artifact"]["path"]), out_dir)
-            target_cell = _add_cell(report, path, results[k][1], eval_ds)
+            path = _keep(Path(results[_key(k, mode)][0]["artifact"]["path"]), out_dir)
+            target_cell = _add_cell(report, path, results[_key(k, mode)][1], eval_ds)
     finally:
         shutil.rmtree(trial_dir, ignore_errors=True)
     for t in block["trials"]:
-        if t["float_layers"] not in (0, k):
+        if t is not best and t["trial"] != 0:
             t["artifact"] = None  # measured, then deleted: only the chosen one is kept
     from edgeq.recipes import save_recipe
 
     recipe_file = path.with_name(path.name[:-len(path.suffix)] + ".recipe.yaml")
     save_recipe(chosen, recipe_file)
     block.update(met=bool(passing), chosen_keep_float=list(chosen.keep_float),
+                 chosen_int16_layers=list(chosen.int16_layers),
                  chosen_recipe=chosen.name, chosen_drop=best["drop"],
                  recipe_file=str(recipe_file.resolve()),
-                 choice="the passing trial with the smallest artifact (tie: fewer float "
-                        "layers); latency is not measured during the search")
+                 choice="the passing trial with the smallest artifact (tie: fewer float, then "
+                        "fewer 16-bit layers); latency is not measured during the search")
     n_layers = len(order) if order else None
     if passing:
-        say(f"edgeq: search {target.name}: chosen {chosen.name} ({k} layer(s) in float): "
+        say(f"edgeq: search {target.name}: chosen {chosen.name} ({_what(k, mode)}): "
             f"{metric} drop {best['drop']:.2f}{unit} <= {sopts.budget:g}; recipe "
             f"written to {recipe_file}")
         target_cell["search"] = block
         return None
     if n_layers and n_layers in tried:
         why = f"even with all {n_layers} quantizable layers in float"
+    elif n_layers and _key(n_layers, "int16") in tried:
+        why = f"even with all {n_layers} quantizable layers at 16-bit"
     elif len(tried) >= sopts.max_trials:
         why = f"within --max-trials {sopts.max_trials}"
     else:
         why = "in the configurations tried"
     line = (f"{target.name}: no configuration meets --max-accuracy-drop {sopts.budget:g} "
-            f"{why}; best found: {chosen.name} with {k} layer(s) in float, {metric} drop "
+            f"{why}; best found: {chosen.name} with {_what(k, mode)}, {metric} drop "
             f"{best['drop']:.2f}{unit} (recipe {recipe_file})")
     block["reason"] = line
     target_cell["search"] = block
     return line
 
 
-def _schedule(n: int, max_trials: int, tried: dict):
-    """k values to try after k=0 failed: doubling until a pass, then bisection; the
-    generator reads ``tried`` (k -> trial) as the caller fills it in."""
-    lo, hi = 0, None
+def _key(k: int, mode: str):
+    """Key of a trial: k for k layers in float (0: the plain recipe), (k, "int16") for k
+    layers at 16-bit."""
+    return k if mode == "float" else (k, mode)
+
+
+def _what(k: int, mode: str) -> str:
+    return f"{k} layer(s) " + ("at 16-bit" if mode == "int16" else "in float")
+
+
+def _variant(recipe, layers: list[str], mode: str):
+    """``recipe`` with ``layers`` also in float, or also at 16-bit activations."""
+    if not layers:
+        return recipe
+    if mode == "int16":
+        return recipe.with_(name=f"{recipe.name}-int16x{len(layers)}",
+                            int16_layers=tuple(recipe.int16_layers) + tuple(layers))
+    return recipe.with_(name=f"{recipe.name}-float{len(layers)}",
+                        keep_float=tuple(recipe.keep_float) + tuple(layers))
+
+
+def _schedule(n: int, max_trials: int, tried: dict, int16: bool = False):
+    """(k, mode) pairs to try after the plain recipe (``tried[0]``) failed: k doubling
+    until a pass, then bisection. With ``int16`` each doubling step tries 16-bit first and
+    float only when 16-bit missed; the bisection keeps the mode that passed (16-bit
+    configurations are about int8's size, so a passing one beats any float one). The
+    generator reads ``tried`` (``_key(k, mode)`` -> trial) as the caller fills it in."""
+    lo, hi, hi_mode = 0, None, None
+
+    def passed(k, mode) -> bool:
+        return bool(tried.get(_key(k, mode), {}).get("passed"))
+
+    def drop(k, mode):
+        return tried.get(_key(k, mode), {}).get("drop")
+
     while len(tried) < max_trials and n > 0:
         if hi is None:
             k = 1 if lo == 0 else min(n, 2 * lo)
-            if k in tried:  # all layers in float already failed
+            if k == lo:  # all layers changed already failed
                 return
         else:
             if hi - lo <= 1:
                 return
             k = (lo + hi) // 2
-        yield k
-        if tried.get(k, {}).get("passed"):
-            hi = k
+        if int16 and hi_mode in (None, "int16"):
+            yield k, "int16"
+            if passed(k, "int16"):
+                hi, hi_mode = k, "int16"
+                continue
+            if hi is not None or len(tried) >= max_trials:
+                lo = k
+                continue
+        yield k, "float"
+        if passed(k, "float"):
+            hi, hi_mode = k, "float"
         else:
             lo = k
+        d16, d32 = drop(k, "int16"), drop(k, "float")
+        if int16 and d16 is not None and d32 is not None and d32 <= d16:
+            # 16-bit does no better than float at the same k (the layers are limited by
+            # their weights, not their activations): spend the remaining trials on float.
+            int16 = False
 
 
 def _ranking(model, target, recipe, calib, eval_ds, sopts, cache: dict, progress) -> dict:
@@ -235,14 +303,11 @@ def _ranking(model, target, recipe, calib, eval_ds, sopts, cache: dict, progress
     return cache[sim]
 
 
-def _trial(model, target, recipe, layers: list[str], calib, eval_ds, metric, trial_dir: Path,
-           opts, progress):
-    """Export and evaluate ``recipe`` with ``layers`` also in float: (manifest, accuracy)."""
+def _trial(model, target, recipe, calib, eval_ds, metric, trial_dir: Path, opts, progress):
+    """Export and evaluate one candidate ``recipe``: (manifest, accuracy)."""
     from edgeq.stages import ExportOptions, evaluate, export
 
-    r = recipe.with_(name=f"{recipe.name}-float{len(layers)}",
-                     keep_float=tuple(recipe.keep_float) + tuple(layers))
-    manifest = export(model, target, r, calib, None,
+    manifest = export(model, target, recipe, calib, None,
                       ExportOptions(trial_dir, True, opts.calib_samples), progress)
     acc = evaluate(Path(manifest["artifact"]["path"]), eval_ds, model, metric, progress)
     return manifest, acc

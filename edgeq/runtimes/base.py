@@ -71,6 +71,12 @@ class Session(Protocol):
 
 class Runtime(Protocol):
     name: str
+    # Can it build Recipe.int16_layers (16-bit activations, int8 weights, per layer)? When
+    # not, ``int16_unsupported`` says why in a few words.
+    supports_int16_activations: bool
+    # Recipe float_ops "auto": the op kinds (edgeq.quantize.float_ops.FLOAT_OPS) this runtime
+    # keeps float in an attention model, chosen by measurement (the rule is in float_ops).
+    float_ops_auto: tuple[str, ...]
 
     def versions(self) -> dict[str, str]:
         """Versions of the packages this runtime uses (for manifests and doctor)."""

@@ -24,7 +24,7 @@ recipes: [fp32, int8]
 targets: [onnx-cpu]
 devices:
   - {{profile: pixel-8}}
-search: {{max_accuracy_drop: 2, max_trials: {trials}}}
+search: {{max_accuracy_drop: 2, max_trials: {trials}, int16: {int16}}}
 """
 
 
@@ -38,9 +38,9 @@ def outlier(tmp_path):
     return tmp_path
 
 
-def run(root: Path, factory="build", trials=8, text=None) -> tuple:
-    p = root / "edgeq.yaml"
-    p.write_text(text or PIPELINE.format(factory=factory, trials=trials))
+def run(root: Path, factory="build", trials=8, text=None, int16="false") -> tuple:
+    p = root / "edgeq.yaml"  # int16 false: the float search (16-bit: test_search_int16.py)
+    p.write_text(text or PIPELINE.format(factory=factory, trials=trials, int16=int16))
     out = root / "out"
     r = invoke(["run", p, "-o", out, "--json"])
     report = json.loads((out / "report.json").read_text())

@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import tiny_tokens  # noqa: E402
 from edgeq.data import Dataset  # noqa: E402
 from edgeq.models import LoadedModel  # noqa: E402
 from edgeq.quantize import awq, gptq, passes  # noqa: E402
@@ -153,12 +154,8 @@ def tiny():
                         positions=SEQ).eval()
 
 
-def tokens(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 100, (n, SEQ), generator=g)
-    mask = torch.ones(n, SEQ, dtype=torch.long)
-    mask[::2, 10:] = 0
-    return ids, mask
+def tokens(n: int = 64, seed: int = 0):
+    return tiny_tokens(n, seed, SEQ)
 
 
 def fake_quant(module, grid):

@@ -136,7 +136,7 @@ def test_int8_close_to_fp32(built, eval_x):
     m = built["int8"]
     assert m["recipe"]["activation_observer"] == "histogram"
     q = m["delegation"]["quantization"]
-    assert q["format"] == "QDQ" and q["activation_dtype"] == "int8"
+    assert q["format"] == "QDQ" and q["activation_dtype"] == "uint8"  # cpu: cpu_int8
     assert "HistogramObserver" in q["observer"] and m["calibration"]["samples"] == 64
     assert m["artifact"]["size_bytes"] < built["fp32"]["artifact"]["size_bytes"]
 
@@ -239,7 +239,7 @@ def test_uint8_activations_for_nnapi(built):
         return acts, weights
 
     assert zero_point_types(artifact(built, "nnapi")) == ({np.dtype("uint8")}, {np.dtype("int8")})
-    assert zero_point_types(artifact(built, "minmax")) == ({np.dtype("int8")}, {np.dtype("int8")})
+    assert zero_point_types(artifact(built, "xnnpack")) == ({np.dtype("int8")}, {np.dtype("int8")})
     assert built["nnapi"]["delegation"]["quantization"]["activation_dtype"] == "uint8"
 
 

@@ -63,6 +63,20 @@ class _Session:
 
 class ExecuTorchRuntime:
     name = "executorch"
+    # Recipe float_ops "auto" on ExecuTorch + XNNPACK: the kinds kept float by the rule
+    # in edgeq.quantize.float_ops, measured by benchmarks/bench_float_ops.py (MiniLM-L6,
+    # 256 / 256 real sentences, p50 at 1 thread; results/float_ops.json).
+    # All four float: cosine 0.9934, 68.5 MB, 5.3 ms. Each kind quantized alone:
+    #   kind        cosine    MB   p50 ms  runs in int8
+    #   softmax     0.9934  68.5     5.4  no: quantizer leaves it float; XNNPACK softmax is fp32
+    #   layer_norm  0.8548  68.5     5.4  no: native_layer_norm, fp32, outside XNNPACK
+    #   mask_add    0.3752  68.5     5.4  yes
+    #   ffn_down    0.9461  57.9     3.2  yes; SmoothQuant 0.5: 0.9409
+    # All four stay float: int8 ffn_down is 1.7x faster but its int8 output (where the outlier
+    # dimensions are born) costs 0.047 cosine; the others fail on accuracy or stay fp32.
+    float_ops_auto = ("softmax", "layer_norm", "mask_add", "ffn_down")
+    supports_int16_activations = False  # Recipe.int16_layers
+    int16_unsupported = "XNNPACKQuantizer and the XNNPACK delegate are int8-only"
 
     def versions(self) -> dict[str, str]:
         return package_versions(("executorch", "torch", "torchao"))
@@ -108,7 +122,8 @@ class ExecuTorchRuntime:
         from edgeq.quantize.float_ops import pt2e_filter
 
         keep = [get_module_name_filter(n) for n in keep_float]
-        keep.append(pt2e_filter(recipe.float_ops))  # softmax / mask add / layer norm
+        q.float_ops = pt2e_filter(recipe.float_ops, self)  # softmax / mask add / layer norm
+        keep.append(q.float_ops)
         q.set_filter_function(lambda node: not any(f(node) for f in keep))
         return q
 
@@ -128,6 +143,7 @@ class ExecuTorchRuntime:
             from edgeq.runtimes.executorch import schemes
 
             return schemes.build(self, req)
+        q = None
         if req.recipe.quantized:
             keep = pt2e.resolve_keep_float(req.model.module, req.recipe.keep_float)
             q = self.quantizer(req.recipe, req.qat is not None, keep)
@@ -135,6 +151,11 @@ class ExecuTorchRuntime:
                       pt2e.ptq(req.model, q, req.calib, req.progress))
         program, delegation = self.export_and_lower(module, req, delegate)
         atomic_write(req.out_path, program)
+        if q is not None:
+            from edgeq.quantize.float_ops import record
+
+            delegation.details["float_ops"] = record(req.recipe.float_ops,
+                                                     q.float_ops.resolved, self)
         return delegation
 
     def export_and_lower(self, module, req: BuildRequest,

@@ -4,7 +4,11 @@ in QDQ format with onnxruntime.quantization and the recipe's observer; an ORT-fo
 execution provider; ``onnxruntime.InferenceSession`` on the host.
 
 Target options (``options:`` in the target YAML), with their defaults:
-``activation_dtype`` int8 | uint8 (NNAPI wants uint8: it rejects some int8 QDQ patterns),
+``activation_dtype`` auto | int8 | uint8 (auto: uint8 for the CPU provider, whose QDQ
+fusions take int8 activations only on Arm, and for NNAPI, which rejects some int8 QDQ
+patterns; int8 for XNNPACK; see ``cpu_int8``), ``reduce_range`` false | true (7-bit
+weights, for x86 CPUs without VNNI), ``qdq_layout`` auto | default (auto: the QDQ layout
+ORT's CPU kernels fuse for the cpu delegate, ``cpu_int8``; default: ORT's own),
 ``ort_optimization`` fixed | runtime (how the .ort is optimised, see ``mobile.to_ort_format``),
 ``ort_platform`` arm | amd64, ``opset`` (18).
 
@@ -20,8 +24,8 @@ from edgeq.artifacts import atomic_write
 from edgeq.errors import BadInput, EdgeqError, RuntimeFailure
 from edgeq.runtimes.base import Bench, BuildRequest, Delegation, package_versions
 
-DEFAULT_OPTIONS = {"activation_dtype": "int8", "ort_optimization": "fixed",
-                   "ort_platform": "arm", "opset": 18}
+DEFAULT_OPTIONS = {"activation_dtype": "auto", "reduce_range": False, "qdq_layout": "auto",
+                   "ort_optimization": "fixed", "ort_platform": "arm", "opset": 18}
 PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 QAT_UNSUPPORTED = ("QAT is not available for ONNX targets yet; use PTQ (--calib) or an "
                    "executorch-/tflite- target")
@@ -59,6 +63,21 @@ def _delegate_of(artifact: Path) -> str | None:
 
 class OnnxRuntime:
     name = "onnx"
+    # Recipe.int16_layers: int16 QDQ (opset 21) on those layers' edges; the CPU provider runs
+    # them as DequantizeLinear -> float op -> QuantizeLinear (int8 weights, float compute).
+    supports_int16_activations = True
+    # Recipe float_ops "auto" on ONNX Runtime (CPU provider): the kinds kept float by the rule
+    # in edgeq.quantize.float_ops, measured by benchmarks/bench_float_ops.py (MiniLM-L6,
+    # 256 / 256 real sentences, p50 at 1 thread; results/float_ops.json).
+    # All four float: cosine 0.9957, 33.7 MB, 7.2 ms. Each kind quantized alone:
+    #   kind        cosine    MB   p50 ms  runs in int8
+    #   softmax     0.9957  33.7     7.2  no: not quantized in attention graphs (cpu_int8)
+    #   layer_norm  0.9957  33.7     7.1  no: not quantized in attention graphs (cpu_int8)
+    #   mask_add    0.9957  33.7     7.1  no: not quantized in attention graphs (cpu_int8)
+    #   ffn_down    0.9925  23.1     5.1  yes; SmoothQuant 0.5: 0.9873
+    # ffn_down is quantized: ORT runs it with int8 inputs and a float output (cpu_int8), 1.4x
+    # faster and 10.6 MB smaller for 0.003 cosine. Re-measure after ORT changes (--targets).
+    float_ops_auto = ("softmax", "layer_norm", "mask_add")
 
     def weight_grid(self, recipe):
         """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""
@@ -120,7 +139,7 @@ class OnnxRuntime:
                 with req.progress.task("exporting to ONNX"):
                     export.export_fp32(model.module, model.example_inputs, model.input_names,
                                        fp32, int(opts["opset"]))
-            final, qinfo = fp32, None
+            final, qinfo, kept = fp32, None, {}
             if recipe.quantized:
                 final = work / "model.qdq.onnx"
                 patterns = tuple(recipe.keep_float)
@@ -128,14 +147,21 @@ class OnnxRuntime:
 
                 def kept_float(m):  # --keep-float, then softmax / mask add / layer norm
                     names = quantize.match_keep_float(m, patterns)
-                    return names + [n for n in float_ops.onnx_nodes(m, recipe.float_ops)
+                    kept["ops"] = float_ops.resolved_ops(m, recipe.float_ops, self)
+                    return names + [n for n in float_ops.onnx_nodes(m, recipe.float_ops, self)
                                     if n not in names]
 
+                wide = (lambda m: quantize.match_keep_float(
+                    m, recipe.int16_layers, "int16_layers")) if recipe.int16_layers \
+                    else None  # Recipe.int16_layers: edgeq.runtimes.onnx.int16
                 try:
                     qinfo = schemes.quantize(fp32, final, recipe, kept_float, work,
                                              req.progress) if scheme else quantize.quantize(
                         fp32, final, recipe, req.calib, str(opts["activation_dtype"]),
-                        kept_float, work, req.progress)
+                        kept_float, work, req.progress, int16_nodes=wide,
+                        delegate=req.target.delegate,
+                        reduce_range=bool(opts["reduce_range"]),
+                        qdq_layout=str(opts["qdq_layout"]))
                 except EdgeqError:
                     raise
                 except Exception as e:  # calibration or QDQ rewriting inside onnxruntime
@@ -157,6 +183,10 @@ class OnnxRuntime:
         atomic_write(Path(req.out_path), onnx_bytes)
         if qinfo is not None:
             details["quantization"] = qinfo
+        if "ops" in kept:
+            from edgeq.quantize.float_ops import record
+
+            details["float_ops"] = record(recipe.float_ops, kept["ops"], self)
         return Delegation(delegation.delegated_nodes, delegation.total_nodes,
                           delegation.fallback_ops, details, costs=costs)
 

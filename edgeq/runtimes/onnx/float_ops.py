@@ -6,11 +6,16 @@ from __future__ import annotations
 from edgeq.quantize.float_ops import SMOOTH_CLASS, resolve
 
 
-def onnx_nodes(model, value) -> list[str]:
+def resolved_ops(model, value, runtime=None) -> tuple[str, ...]:
+    """The op kinds kept float in an ONNX model (``auto``: ``runtime``'s table when the
+    graph has a Softmax)."""
+    return resolve(value, any(n.op_type == "Softmax" for n in model.graph.node), runtime)
+
+
+def onnx_nodes(model, value, runtime=None) -> list[str]:
     """Names of the nodes of an ONNX model to pass as ``nodes_to_exclude``."""
     nodes = list(model.graph.node)
-    has_attention = any(n.op_type == "Softmax" for n in nodes)
-    ops = resolve(value, has_attention)
+    ops = resolved_ops(model, value, runtime)
     softmax_inputs = {i for n in nodes if n.op_type == "Softmax" for i in n.input}
     users: dict = {}
     for n in nodes:
@@ -22,6 +27,10 @@ def onnx_nodes(model, value) -> list[str]:
             _after_gelu(n, producer)] if "ffn_down" in ops else []
     # ... and the bias Add the exporter splits off it: its output carries the outliers.
     down_out = {o for n in nodes if n.name in down for o in n.output}
+    # ... and the GELU's last op and the Reshape between: with both its input and output
+    # edges quantized, ORT's optimizer (WeightBiasQuantization) quantizes a float Gemm's
+    # weight itself and runs it as QGemm.
+    down += [t for n in nodes if n.name in down for t in _input_tail(n, producer)]
     down += [n.name for n in nodes if n.op_type == "Add" and any(i in down_out for i in n.input)
              and any(i in inits for i in n.input)]
     out = []
@@ -64,6 +73,20 @@ def _after_gelu(node, producer, hops: int = 6) -> bool:
                 nxt += list(p.input)  # not past the previous layer
         frontier = nxt
     return False
+
+
+def _input_tail(node, producer, through=("Reshape", "Transpose", "Cast", "Squeeze",
+                                         "Unsqueeze")) -> list[str]:
+    """Names of the node's first-input producers up to and including the first one that
+    is not a reshape-like op (for the FFN down projection: the GELU's final Mul)."""
+    out, name = [], node.input[0] if node.input else None
+    while name is not None and name in producer:
+        p = producer[name]
+        out.append(p.name)
+        if p.op_type not in through or not p.input:
+            break
+        name = p.input[0]
+    return out
 
 
 def _only_feeds(users, op_type: str) -> bool:

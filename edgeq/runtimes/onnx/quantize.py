@@ -30,12 +30,17 @@ ACTIVATION_TYPES = ("int8", "uint8")
 
 
 def quantize(fp32_path: Path, out_path: Path, recipe, calib, activation_dtype: str,
-             keep_float_nodes, workdir: Path, progress) -> dict:
+             keep_float_nodes, workdir: Path, progress, int16_nodes=None,
+             delegate: str | None = None, reduce_range: bool = False,
+             qdq_layout: str = "auto") -> dict:
     """Quantize ``fp32_path`` to a QDQ model at ``out_path``: int8 symmetric weights
     (per-channel or per-tensor per the recipe), ``activation_dtype`` (int8 | uint8)
     per-tensor affine activations calibrated on ``calib`` (an edgeq Dataset).
     ``keep_float_nodes(model) -> list[str]`` names the nodes left in fp32. Returns facts for
-    the manifest (observer details, chunk size, excluded nodes)."""
+    the manifest (observer details, chunk size, excluded nodes). ``int16_nodes(model) ->
+    list[str]`` (optional) names the nodes whose edges are 16-bit (``int16.py``).
+    ``delegate`` (the target's), ``reduce_range`` and ``qdq_layout`` feed ``cpu_int8.plan``:
+    ``auto`` activation dtype, and for the CPU provider the layout its kernels fuse."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -47,7 +52,7 @@ def quantize(fp32_path: Path, out_path: Path, recipe, calib, activation_dtype: s
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         raise RuntimeFailure("this onnxruntime's quantize_static cannot take precomputed "
                              "ranges (calibration_cache_path): pip install -U onnxruntime")
-    if activation_dtype not in ACTIVATION_TYPES:
+    if activation_dtype not in (*ACTIVATION_TYPES, "auto"):
         raise BadInput(f"target option activation_dtype '{activation_dtype}' is not one of "
                        f"{', '.join(ACTIVATION_TYPES)}")
     pre = workdir / "preprocessed.onnx"
@@ -55,27 +60,44 @@ def quantize(fp32_path: Path, out_path: Path, recipe, calib, activation_dtype: s
     model = onnx.load(str(pre))
     exclude = keep_float_nodes(model)
     tensors = activation_tensors(model)
+    from edgeq.runtimes.onnx import int16
+
+    wide = int16.tensors(model, [n for n in int16_nodes(model) if n not in exclude],
+                         tensors) if int16_nodes else []
     chunk = chunk_size(model, tensors)
     inits = {i.name for i in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in inits]
     ranges = observer_ranges(pre, model, inputs, tensors, calib, chunk, recipe, workdir,
-                             progress)
+                             progress, raw=set(wide))
     cache = workdir / "ranges.json"
     save_tensors_data(ranges, cache)
-    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[activation_dtype]
+    from edgeq.runtimes.onnx import cpu_int8
+
+    wide_ops = {n.op_type for n in model.graph.node if set(wide) & {*n.input, *n.output}}
+    plan = cpu_int8.plan(model, delegate, activation_dtype, exclude, reduce_range, wide_ops,
+                         qdq_layout)
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[plan.activation_dtype]
     with progress.task("writing the QDQ model"), quiet():
         quantize_static(
             str(pre), str(out_path), None, quant_format=QuantFormat.QDQ,
-            per_channel=recipe.weight_granularity == "per-channel", reduce_range=False,
-            activation_type=qtype, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            per_channel=recipe.weight_granularity == "per-channel",
+            reduce_range=bool(reduce_range), op_types_to_quantize=plan.op_types,
+            activation_type=qtype, weight_type=QuantType.QInt8,
+            nodes_to_exclude=plan.exclude,
             calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                           **plan.extra_options,
+                           **({"TensorQuantOverrides": int16.overrides(wide)} if wide else {})})
+    with progress.task("checking the graph ONNX Runtime runs"), quiet():
+        layout = cpu_int8.finish(out_path, plan, workdir, protected=set(wide))
     from edgeq.quantize.observers import describe
 
     observer = describe(recipe)
-    return {"format": "QDQ", "activation_dtype": activation_dtype, "weight_dtype": "int8",
+    return {"format": "QDQ", "activation_dtype": plan.activation_dtype,
+            "weight_dtype": "int8", "ort_layout": layout,
             "observer": observer, "calibration_chunk_samples": chunk,
-            "nodes_kept_float": exclude}
+            "nodes_kept_float": exclude,
+            **({"int16_tensors": wide} if int16_nodes else {})}
 
 
 def preprocess(src: Path, dst: Path) -> None:
@@ -86,9 +108,12 @@ def preprocess(src: Path, dst: Path) -> None:
     from edgeq.quantize.pt2e import describe_export_error
     from edgeq.runtimes.onnx.export import quiet
 
+    from edgeq.runtimes.onnx.cpu_int8 import restore_metadata
+
     try:
         with quiet():
             quant_pre_process(str(src), str(dst))
+        restore_metadata(src, dst)
         return
     except Exception:
         pass
@@ -97,6 +122,7 @@ def preprocess(src: Path, dst: Path) -> None:
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     except Exception as e:
         raise describe_export_error(e, "ONNX Runtime quantization pre-processing") from e
+    restore_metadata(src, dst)
 
 
 def default_op_types() -> list[str]:
@@ -149,14 +175,14 @@ def _feeds(names: list[str], calib, indices):
 
 
 def observer_ranges(pre: Path, model, inputs: list[str], tensors: list[str], calib,
-                    chunk: int, recipe, workdir: Path, progress):
+                    chunk: int, recipe, workdir: Path, progress, raw=frozenset()):
     """Per-tensor ranges from edgeq's observer for the recipe (``observers.observer_for``:
     the same classes, bins and percentile the PT2E flows use), int8 per-tensor affine, fed
     ``chunk`` samples at a time (one row per sample) from a copy of the model whose
     intermediate tensors are extra outputs. Returned as MinMax ``TensorsData`` (rmin, rmax)
     chosen so ORT's scale and zero point equal the observer's: rmin = (qmin - zp) * scale,
     rmax = (qmax - zp) * scale. The same grid serves uint8 activations (zero point shifted
-    by 128)."""
+    by 128). Tensors in ``raw`` (16-bit ones) get the observer's plain min / max."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -206,7 +232,8 @@ def observer_ranges(pre: Path, model, inputs: list[str], tensors: list[str], cal
     ranges = {}
     with progress.task(f"choosing {name} ranges"), quiet():
         for t, obs in observers.items():
-            lo, hi = observed_range(obs)
+            lo, hi = (float(obs.min_val), float(obs.max_val)) if t in raw else \
+                observed_range(obs)
             ranges[t] = (np.array(lo, np.float32), np.array(hi, np.float32))
     return TensorsData(CalibrationMethod.MinMax, ranges)
 
@@ -229,7 +256,7 @@ def node_scopes(node, initializers: set[str]) -> list[str]:
     return scopes
 
 
-def match_keep_float(model, patterns) -> list[str]:
+def match_keep_float(model, patterns, what: str = "--keep-float") -> list[str]:
     """Names of the nodes matched by the fnmatch ``patterns`` (see ``node_scopes``); a
     pattern matching no node is BadInput, so a typo cannot silently quantize everything."""
     inits = {i.name for i in model.graph.initializer}
@@ -240,7 +267,7 @@ def match_keep_float(model, patterns) -> list[str]:
                 if any(fnmatch.fnmatchcase(x, pat) for x in s)]
         if not hits:
             examples = list(dict.fromkeys(x for s in scopes.values() for x in s[1:] + s[:1]))
-            raise BadInput(f"--keep-float '{pat}' matches no node of the ONNX graph; names "
+            raise BadInput(f"{what} '{pat}' matches no node of the ONNX graph; names "
                            f"look like {', '.join(examples[:6])}")
         out += [h for h in hits if h not in out]
     return out

@@ -45,6 +45,24 @@ def _io_dtype(req: BuildRequest) -> str:
 
 class LiteRTRuntime:
     name = "tflite"
+    # Recipe.int16_layers: the interpreter runs 16x8 models, but litert-torch 0.10 converts a
+    # mixed int8 / int16 graph without the requantize at the boundaries (wrong numbers), and
+    # XNNPACK delegates no 16x8 op.
+    supports_int16_activations = False
+    int16_unsupported = ("litert-torch cannot convert per-layer 16-bit activations (mixed "
+                         "int8 / int16) and XNNPACK runs no 16x8 op")
+    # Recipe float_ops "auto" on LiteRT + XNNPACK: the kinds kept float by the rule
+    # in edgeq.quantize.float_ops, measured by benchmarks/bench_float_ops.py (MiniLM-L6,
+    # 256 / 256 real sentences, p50 at 1 thread; results/float_ops.json).
+    # All four float: cosine 0.9935, 68.9 MB, 6.3 ms. Each kind quantized alone:
+    #   kind        cosine    MB   p50 ms  runs in int8
+    #   softmax     0.9935  68.9     6.2  no: its quantizer leaves it float
+    #   layer_norm  0.8529  68.9     6.5  no: decomposed (mean, rsqrt ...), runs fp32
+    #   mask_add    0.3751  68.9     6.2  yes
+    #   ffn_down    0.9457  58.3     4.2  yes; SmoothQuant 0.5: 0.9406
+    # All four stay float: int8 ffn_down is 1.5x faster but its int8 output (where the outlier
+    # dimensions are born) costs 0.048 cosine; the others fail on accuracy or stay fp32.
+    float_ops_auto = ("softmax", "layer_norm", "mask_add", "ffn_down")
 
     def weight_grid(self, recipe):
         """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""
@@ -68,7 +86,7 @@ class LiteRTRuntime:
     def quantizer(self, recipe, qat: bool, keep_float: list[str]):
         from edgeq.runtimes.tflite.convert import quantizer
 
-        return quantizer(recipe, qat, keep_float)
+        return quantizer(recipe, qat, keep_float, self)
 
     def build(self, req: BuildRequest) -> Delegation:
         from edgeq.quantize.schemes import is_scheme
@@ -105,6 +123,11 @@ class LiteRTRuntime:
                 content = convert.int8_io(content)
         delegation = self.delegation(content, req.target)
         delegation.costs = _costs(content)
+        if req.model.module is not None and q is not None:
+            from edgeq.quantize.float_ops import record
+
+            delegation.details["float_ops"] = record(req.recipe.float_ops,
+                                                     q.float_ops.resolved, self)
         atomic_write(req.out_path, content)
         return delegation
 

@@ -116,7 +116,7 @@ def _quantizer_class():
     return EdgeqPT2EQuantizer
 
 
-def quantizer(recipe, qat: bool, keep_float: list[str]):
+def quantizer(recipe, qat: bool, keep_float: list[str], runtime=None):
     """litert-torch's PT2E quantizer for ``recipe``: symmetric int8 weights per channel or
     per tensor, int8 affine activations observed with the recipe's observer, and the
     ``keep_float`` modules (resolved names) left unannotated, hence fp32."""
@@ -144,7 +144,7 @@ def quantizer(recipe, qat: bool, keep_float: list[str]):
     q.keep_float = tuple(keep_float)
     from edgeq.quantize.float_ops import pt2e_filter
 
-    q.float_ops = pt2e_filter(recipe.float_ops)  # softmax / mask add / layer norm
+    q.float_ops = pt2e_filter(recipe.float_ops, runtime)  # runtime's auto table (float_ops)
     return q
 
 
