@@ -101,6 +101,8 @@ def main() -> int:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--observers", default=None)
     ap.add_argument("--artifacts", default="/tmp/edgeq-bench-observers")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other rows of an earlier results file of the same mode")
     args = ap.parse_args()
     from edgeq.data import load_dataset, select
     from edgeq.models import load_model
@@ -117,11 +119,19 @@ def main() -> int:
                "calib_samples": len(calib), "eval_samples": len(ev),
                "metric": "top-1 agreement with and output SQNR to the fp32 PyTorch model",
                "host": common.host(), "rows": []}
-    for target in args.targets.split(","):
-        common.log(target)
-        for o in observers:
-            results["rows"].append(measure(model, target, o, calib, ev,
-                                           Path(args.artifacts) / target))
+    pairs = [(t, o) for t in args.targets.split(",") for o in observers]
+    previous = common.RESULTS / f"observers{'.quick' if args.quick else ''}.json"
+    if args.merge and previous.is_file():
+        import json
+
+        results["rows"] = [r for r in json.loads(previous.read_text())["rows"]
+                           if (r["target"], r["observer"]) not in pairs]
+    for target, o in pairs:
+        common.log(f"{target} {o}")
+        results["rows"].append(measure(model, target, o, calib, ev,
+                                       Path(args.artifacts) / target))
+    order = {(t, o): i for i, (t, o) in enumerate((t, o) for t in TARGETS for o in OBSERVERS)}
+    results["rows"].sort(key=lambda r: order.get((r["target"], r["observer"]), 1 << 30))
     results["best"], rows = summary(results["rows"])
     return common.finish(results, rows, "observers", args.quick, started, print_tables)
 
