@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -99,7 +100,7 @@ def prepare_data(model_name: str, work: Path, calib_n: int, eval_n: int) -> tupl
 
 def _summary(report: dict, before: set) -> tuple[dict, dict]:
     """(the cell the latest search chose, its search block)."""
-    cell = next(c for c in report["results"] if c.get("search") and id(c) not in before)
+    cell = [c for c in report["results"] if c.get("search") and id(c) not in before][-1]
     return cell, cell["search"]
 
 
@@ -110,6 +111,7 @@ def run_cell(model_name: str, target: str, calib: str, ev: str, work: Path, max_
     from edgeq.quantize.search import SearchOptions, search_report
 
     out = work / target
+    shutil.rmtree(out, ignore_errors=True)  # an earlier run's report.json holds its cells
     opts = FlowOptions(out, calib, force=True)
     t0 = time.perf_counter()
     model, report, failed = export_matrix(model_name, [target], ["int8"], opts, Progress())
