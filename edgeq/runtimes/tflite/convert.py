@@ -385,24 +385,12 @@ def io_types(content: bytes) -> list[int]:
 
 
 def int8_io(content: bytes) -> bytes:
-    """Make every float input / output int8 with LiteRT's own modify_model_interface tool,
-    which drops the boundary QUANTIZE / DEQUANTIZE ops. BadInput when a boundary is not
-    such an op (a layer kept in float computes it)."""
-    import tempfile
-    from pathlib import Path
-
-    from ai_edge_litert import _pywrap_modify_model_interface as mmi
-
-    int8, float32 = 9, 0  # schema TensorType codes
-    if float32 not in io_types(content):
-        return content
-    with tempfile.TemporaryDirectory(prefix="edgeq-tflite-") as td:
-        src, dst = Path(td) / "in.tflite", Path(td) / "out.tflite"
-        src.write_bytes(content)
-        with quiet_native_stderr():
-            status = mmi.modify_model_interface(str(src), str(dst), int8, int8)
-        out = dst.read_bytes() if status == 0 and dst.is_file() else b""
-    if not out or float32 in io_types(out):
+    """Make every float input / output int8 by folding its boundary QUANTIZE / DEQUANTIZE
+    into it (``strip_boundary_qdq``). BadInput when a boundary is not such an op (a layer
+    kept in float computes it)."""
+    float32 = 0  # schema TensorType code
+    out = strip_boundary_qdq(content)
+    if float32 in io_types(out):
         raise BadInput("io_dtype int8: an input or output of the model is computed in float "
                        "(a layer kept in float at the boundary?); use io_dtype auto or float")
     return out
