@@ -5,16 +5,21 @@ Rows (``ROWS``, explicit ``float_ops`` lists, so the measurement does not depend
 runtimes' ``auto`` tables it informs): every kind float (``float-all``, today's ``auto``),
 then each kind in turn quantized (``quant-<kind>``: all kinds but that one float), SmoothQuant
 0.5 where it moves outliers away from a quantized op (``float-all-sq``, ``quant-ffn_down-sq``),
-and nothing float (``quant-all``, the vendors' default). Per row: mean cosine of the
+and nothing float (``quant-all``, the vendors' default); every row with ``dynamic_ops: []``
+(kept-float ops truly float), plus ``float-all-dyn``: every kind float but the FFN down
+projection run as dynamic int8 (``dynamic_ops: [ffn_down]``; null where the runtime cannot).
+Per row: mean cosine of the
 embeddings to fp32 PyTorch, SQNR, artifact size, p50 latency at 1 thread (interleaved rounds,
 ``common.interleaved``, all rows of a runtime in every round) and, per op kind, whether the
-artifact runs that op in int8 (``inspect``: XNNPACK's serialized subgraphs in the .pte, ORT's
-optimized graph, the .tflite's op codes and tensor types with LiteRT's XNNPACK coverage;
-see ``int8_ops``).
+artifact runs that op in int8 (each runtime's ``op_kinds``: XNNPACK's serialized subgraphs
+in the .pte, ORT's optimized graph, the .tflite's op codes and tensor types with LiteRT's
+XNNPACK coverage).
 
 Then, per runtime, the ``auto`` set the stated rule picks (``pick_auto``): an op kind is
 quantized only when quantizing it keeps mean cosine >= ``MIN_COSINE`` AND the runtime runs it
 in int8 AND the artifact gets faster (p50 at least ``MIN_GAIN`` below float-all's) or smaller.
+``dynamic_ops`` gets ``ffn_down`` when ``float-all-dyn`` keeps mean cosine >= ``MIN_COSINE``
+and is faster or smaller than float-all by the same margin.
 
     python benchmarks/bench_float_ops.py [--quick] [--targets T,T] [--rows R,R] [--reuse]
     python benchmarks/bench_float_ops.py [--quick] --rescore   # re-apply the rule only
@@ -33,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from int8_ops import KINDS, inspect  # noqa: E402
+from edgeq.quantize.float_ops import FLOAT_OPS as KINDS  # noqa: E402
 
 TARGETS = ("executorch-xnnpack", "onnx-cpu", "tflite-xnnpack")
 ROWS = {
@@ -44,6 +49,8 @@ ROWS = {
                           "smoothquant": 0.5},
     "quant-all": {"float_ops": []},
 }
+ROWS = {k: {**v, "dynamic_ops": []} for k, v in ROWS.items()}
+ROWS["float-all-dyn"] = {"float_ops": list(KINDS), "dynamic_ops": ["ffn_down"]}
 MIN_COSINE = 0.99  # the rule's accuracy floor (mean cosine to fp32)
 # "faster" / "smaller": at least 10% below float-all's p50 / size. Identical artifacts
 # (a kind the runtime's quantizer never annotates) timed up to 7% apart on this shared host.
@@ -100,7 +107,7 @@ def measure_target(model, target: str, names: list, calib, ev, work: Path, cfg) 
         row.update(size_bytes=path.stat().st_size, cosine=acc["fidelity"]["cosine"],
                    sqnr_db=acc["fidelity"]["sqnr"])
         try:
-            row["int8_ops"] = inspect(target, path)
+            row["int8_ops"] = runtime_of(target).op_kinds(path)
         except Exception as e:  # an inspection is evidence, not the measurement
             row["int8_ops"], row["int8_ops_reason"] = None, f"inspection failed: {e}"
         common.log(f"  cosine {row['cosine']:.4f}, {row['size_bytes'] / 1e6:.1f} MB, "
@@ -117,6 +124,13 @@ def measure_target(model, target: str, names: list, calib, ev, work: Path, cfg) 
         if row.get("cosine") is not None and "latency_ms_p50" not in row:
             row["latency_ms_p50"], row["latency_ms_p50_reason"] = None, "not timed"
     return rows
+
+
+def runtime_of(target: str):
+    from edgeq.runtimes import get_runtime
+    from edgeq.targets import get_target
+
+    return get_runtime(get_target(target).runtime)
 
 
 def time_rows(target: str, paths: dict, inputs, cfg) -> dict:
@@ -155,11 +169,24 @@ def pick_auto(rows: list) -> dict:
             facts = (f"cosine {r['cosine']:.4f}, p50 {r.get('latency_ms_p50')} vs "
                      f"{base.get('latency_ms_p50')} ms, {r['size_bytes'] / 1e6:.1f} vs "
                      f"{base['size_bytes'] / 1e6:.1f} MB, runs {ran}")
+            if r.get("run") != base.get("run"):  # timed in another run: p50s less comparable
+                facts += f" (timed in another run: {r.get('run')} vs {base.get('run')})"
             ok = r["cosine"] >= MIN_COSINE and ran == "int8" and (faster or smaller)
             if not ok:
                 keep.append(k)
             why[k] = ("quantize: " if ok else "float: ") + facts
-        out[target] = {"float_ops": keep, "why": why}
+        out[target] = {"float_ops": keep, "why": why, "dynamic_ops": []}
+        r = by.get("float-all-dyn")
+        if r and r.get("cosine") is not None:
+            faster = (r.get("latency_ms_p50") and base.get("latency_ms_p50") and
+                      r["latency_ms_p50"] <= (1 - MIN_GAIN) * base["latency_ms_p50"])
+            smaller = r["size_bytes"] <= (1 - MIN_GAIN) * base["size_bytes"]
+            ok = r["cosine"] >= MIN_COSINE and (faster or smaller)
+            out[target]["dynamic_ops"] = ["ffn_down"] if ok else []
+            why["dynamic ffn_down"] = ("dynamic: " if ok else "float: ") + (
+                f"cosine {r['cosine']:.4f}, p50 {r.get('latency_ms_p50')} vs "
+                f"{base.get('latency_ms_p50')} ms, {r['size_bytes'] / 1e6:.1f} vs "
+                f"{base['size_bytes'] / 1e6:.1f} MB")
     return out
 
 
@@ -173,7 +200,7 @@ def print_tables(results: dict, goals: list) -> None:
         print(f"{r['target']:20} {r['row']:18} {cos:>8} {mb:>6} {lat:>8}  {ops}")
     print(f"\nauto per runtime (rule: {RULE})")
     for t, a in results["auto"].items():
-        print(f"  {t:20} float_ops {a['float_ops']}")
+        print(f"  {t:20} float_ops {a['float_ops']}  dynamic_ops {a.get('dynamic_ops')}")
     common.print_goals(goals, 58)
 
 
@@ -210,14 +237,17 @@ def main() -> int:
                "rule": RULE,
                "host": common.host(), "rows": []}
     targets, names = args.targets.split(","), args.rows.split(",")
+    run = time.strftime("%Y-%m-%dT%H:%M:%S")
     for target in targets:
-        results["rows"] += measure_target(model, target, names, calib, ev,
-                                          Path(args.artifacts) / ("quick" if args.quick else
-                                                                  "full") / target, cfg)
+        rows = measure_target(model, target, names, calib, ev, Path(args.artifacts) /
+                              ("quick" if args.quick else "full") / target, cfg)
+        results["rows"] += [{**r, "run": run} for r in rows]
     previous = common.RESULTS / f"float_ops{'.quick' if args.quick else ''}.json"
-    if previous.is_file():  # keep the other targets' rows: re-measure one runtime alone
+    if previous.is_file():  # keep the rows not re-measured (other targets, other rows)
+        new = {(r["target"], r["row"]) for r in results["rows"]}
         old = json.loads(previous.read_text()).get("rows", [])
-        results["rows"] += [r for r in old if r["target"] not in targets]
+        results["rows"] += [r for r in old if (r["target"], r["row"]) not in new
+                            and r["row"] in ROWS]
     order = {(t, r): i for i, (t, r) in enumerate((t, r) for t in TARGETS for r in ROWS)}
     results["rows"].sort(key=lambda r: order.get((r["target"], r["row"]), 1 << 30))
     results["auto"] = pick_auto(results["rows"])

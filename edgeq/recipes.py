@@ -79,6 +79,10 @@ class Recipe:
     # the vendors do), and SmoothQuant's migration
     # strength alpha in [0, 1] (None: off). weight_rounding ``gptq`` / ``awq``: GPTQ, AWQ.
     float_ops: str | tuple[str, ...] = "auto"
+    # Of the kinds kept float, those run as dynamic int8 (int8 weights, input quantized per
+    # inference, float output) where the runtime can: ``auto`` its measured
+    # ``dynamic_ops_auto`` table (LiteRT: ffn_down), ``[]`` truly float.
+    dynamic_ops: str | tuple[str, ...] = "auto"
     smoothquant: float | None = None
     version: int = 1
 
@@ -98,8 +102,9 @@ class Recipe:
         d = dataclasses.asdict(self)
         d["keep_float"] = list(self.keep_float)
         d["int16_layers"] = list(self.int16_layers)
-        if not isinstance(self.float_ops, str):
-            d["float_ops"] = list(self.float_ops)
+        for key in ("float_ops", "dynamic_ops"):
+            if not isinstance(getattr(self, key), str):
+                d[key] = list(getattr(self, key))
         return d
 
 
@@ -161,7 +166,8 @@ def _check(r: Recipe, where: str) -> Recipe:
             raise BadInput(f"recipe {where}: {flag} must be true or false")
     from edgeq.quantize import float_ops
 
-    r = dataclasses.replace(r, float_ops=float_ops.check(r.float_ops, where))
+    r = dataclasses.replace(r, float_ops=float_ops.check(r.float_ops, where),
+                            dynamic_ops=float_ops.check_dynamic(r.dynamic_ops, where))
     if r.smoothquant is not None and (isinstance(r.smoothquant, bool) or not isinstance(
             r.smoothquant, (int, float)) or not 0.0 <= r.smoothquant <= 1.0):
         raise BadInput(f"recipe {where}: smoothquant is the migration strength alpha, a "

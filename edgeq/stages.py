@@ -52,6 +52,22 @@ def check_int16(recipe, target) -> None:
                        + "; keep those layers in float instead (keep_float / --keep-float)")
 
 
+def check_dynamic_ops(recipe, target) -> None:
+    """BadInput naming the target when the recipe lists ``dynamic_ops`` its runtime cannot
+    run (``auto`` takes only what the runtime can)."""
+    from edgeq.runtimes import get_runtime
+
+    asked = recipe.dynamic_ops
+    if asked in ("auto", None) or not asked or recipe.method != "static":
+        return
+    can = tuple(getattr(get_runtime(target.runtime), "dynamic_ops_supported", ()))
+    missing = [k for k in asked if k not in can]
+    if missing:
+        raise BadInput(f"recipe '{recipe.name}': dynamic_ops {missing} is not available on "
+                       f"target '{target.name}'" + (f" (it runs {list(can)})" if can else "")
+                       + "; use dynamic_ops: auto or [] (float)")
+
+
 def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIET) -> dict:
     """Quantize and lower ``model`` for ``target``; write the artifact and its manifest.
     ``calib`` is the full calibration Dataset (selection happens here). Returns the
@@ -62,6 +78,7 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
     from edgeq.runtimes.base import BuildRequest
 
     check_int16(recipe, target)
+    check_dynamic_ops(recipe, target)
     name = artifact_name(model, recipe, target, qat is not None)
     out = Path(opts.out_dir) / name
     also = [out.with_suffix("." + f) for f in target.also]

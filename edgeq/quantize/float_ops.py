@@ -13,6 +13,11 @@ kept in float by the target's quantizer (the recipe's ``float_ops``).
   whole: BERT's outlier dimensions are born in its output (Bondarenko et al. 2021), and
   per-tensor int8 there costs MiniLM more than all the other Linears together (mean cosine
   0.94 -> 0.994 when it alone stays float).
+* ``qk_matmul``: the attention scores, ``Q @ K^T`` and the scale on its output (recognised
+  as a matmul whose output reaches a softmax through scales, adds and reshapes). Not an
+  accuracy problem but a speed one: XNNPACK has no int8 batch matmul, so on LiteRT an
+  int8 one runs in LiteRT's own kernel and cuts the delegated graph into one partition per
+  layer (MiniLM-L6: 7 partitions, 1.87x fp32; with it float, one partition and 3.2x).
 
 ``auto`` (the default), when the model has attention (a softmax in its graph), keeps
 float the kinds the target's runtime lists in its ``float_ops_auto`` table
@@ -41,30 +46,63 @@ fp32-only and the quantizers leave it float); quantizing layer norm (with its re
 add) drops to 0.85, the mask add to 0.38. ``ffn_down`` splits the runtimes: XNNPACK runs it
 with an int8 output, where BERT's outlier dimensions are born (0.946 / 0.946, SmoothQuant
 does not help: 0.941), while ONNX Runtime's CPU provider runs it with int8 inputs and a
-float output (0.9925, 1.4x faster, 10.6 MB smaller). So ``auto`` keeps all four float on
-ExecuTorch and LiteRT and quantizes ``ffn_down`` on ONNX Runtime.
+float output (0.9925, 1.4x faster, 10.6 MB smaller). ``qk_matmul`` int8 keeps 0.9935 but
+is 1.45x slower on LiteRT (outside XNNPACK) and unchanged on ExecuTorch (XNNPACK's batch
+matmul is fp32 either way). So ``auto`` keeps all five float on ExecuTorch and LiteRT and
+quantizes ``ffn_down`` on ONNX Runtime.
 
 One predicate per graph kind: ``pt2e_filter(value, runtime)`` for the PT2E quantizers
 (ExecuTorch, LiteRT); ONNX graphs are matched in ``edgeq.runtimes.onnx.float_ops``.
+
+**Dynamic int8 for a kept-float kind** (the recipe's ``dynamic_ops``). Keeping ``ffn_down``
+float keeps a third of a BERT layer's multiply-adds in fp32. A runtime that can run that
+Linear as dynamic int8 (int8 weights, its input quantized per inference, float output: no
+int8 output where the outliers are born) gets most of the speed back at float's accuracy.
+``dynamic_ops`` names the kinds (only ``ffn_down`` carries weights) that, when kept float,
+run that way; ``auto`` takes the runtime's measured ``dynamic_ops_auto`` table, ``[]``
+keeps them truly float. A layer kept float by ``keep_float`` stays float. Measured on
+MiniLM-L6 (256 / 256 sentences, ``bench_float_ops.py``), every other kind float: LiteRT
+4.38 -> 2.52 ms at cosine 0.9937 -> 0.9933, ExecuTorch 4.89 -> 3.03 ms at 0.9937 -> 0.9932,
+10.6 MB smaller on both; static int8 on MiniLM is now 3.1x / 2.7x fp32 there
+(``bench_transformer.py``; 1.15x / 1.75x before ``qk_matmul`` and ``dynamic_ops``).
 """
 from __future__ import annotations
 
 from edgeq.errors import BadInput
 
-FLOAT_OPS = ("softmax", "layer_norm", "mask_add", "ffn_down")
+FLOAT_OPS = ("softmax", "layer_norm", "mask_add", "ffn_down", "qk_matmul")
+DYNAMIC_OPS = ("ffn_down",)  # the kinds with weights, which can run as dynamic int8
 SMOOTH_CLASS = "Smooth"  # edgeq.quantize.smoothquant.Smooth
+
+
+def _check_kinds(value, where: str, field: str, allowed, hint: str):
+    if value in ("auto", None):
+        return "auto"
+    items = (value,) if isinstance(value, str) else tuple(value or ())
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise BadInput(f"recipe {where}: {field} {bad} not among {', '.join(allowed)} "
+                       f"({hint})")
+    return items
 
 
 def check(value, where: str):
     """The recipe field as ``"auto"`` or a tuple of known names."""
-    if value in ("auto", None):
-        return "auto"
-    items = (value,) if isinstance(value, str) else tuple(value or ())
-    bad = [v for v in items if v not in FLOAT_OPS]
-    if bad:
-        raise BadInput(f"recipe {where}: float_ops {bad} not among {', '.join(FLOAT_OPS)} "
-                       "(or 'auto', or [] to quantize them)")
-    return items
+    return _check_kinds(value, where, "float_ops", FLOAT_OPS,
+                        "or 'auto', or [] to quantize them")
+
+
+def check_dynamic(value, where: str):
+    """The recipe's ``dynamic_ops`` as ``"auto"`` or a tuple of known names."""
+    return _check_kinds(value, where, "dynamic_ops", DYNAMIC_OPS,
+                        "the float_ops kinds with weights; or 'auto', or [] for float")
+
+
+def resolve_dynamic(value, floated, runtime=None) -> tuple[str, ...]:
+    """Of the kinds kept float (``floated``, resolved), those ``runtime`` runs as dynamic
+    int8: the recipe's list, or with ``auto`` the runtime's ``dynamic_ops_auto`` table."""
+    table = getattr(runtime, "dynamic_ops_auto", ()) if value in ("auto", None) else value
+    return tuple(k for k in DYNAMIC_OPS if k in table and k in (floated or ()))
 
 
 def auto_set(runtime=None) -> tuple[str, ...]:
@@ -96,6 +134,30 @@ def record(value, resolved, runtime=None) -> dict:
     return out
 
 
+def record_dynamic(value, resolved, runtime=None) -> dict:
+    """The manifest's ``dynamic_ops`` entry: what the recipe asked and which kept-float
+    kinds run as dynamic int8 (the runtime adds the layers and how they run)."""
+    auto = value in ("auto", None)
+    out = {"requested": "auto" if auto else list(value), "resolved": list(resolved),
+           "from": f"auto ({getattr(runtime, 'name', 'default')} table)" if auto else "recipe"}
+    if auto:
+        out["auto_set"] = list(getattr(runtime, "dynamic_ops_auto", ()))
+    return out
+
+
+def op_entry(int8: int, flt: int, dynamic: int = 0, **extra) -> dict:
+    """How one kind runs in a built artifact (each runtime's ``op_kinds``, read from the
+    artifact as the runtime executes it): ``runs`` is ``int8``, ``dynamic`` (int8 weights,
+    input quantized per inference), ``float``, ``mixed`` or ``absent``, with the counts."""
+    counts = {"int8": int8, "dynamic": dynamic, "float": flt}
+    present = [k for k, v in counts.items() if v]
+    runs = present[0] if len(present) == 1 else "mixed" if present else "absent"
+    out = {"runs": runs, "int8": int8, "float": flt}
+    if dynamic:
+        out["dynamic"] = dynamic
+    return {**out, **extra}
+
+
 # -- PT2E graphs (ExecuTorch, LiteRT) ----------------------------------------------------
 
 def _aten(names):
@@ -115,7 +177,39 @@ def _targets():
             "layer_norm": _aten(["layer_norm.default", "native_layer_norm.default"]),
             "add": _aten(["add.Tensor", "add_.Tensor"]),
             "gelu": _aten(["gelu.default"]),
-            "linear": _aten(["linear.default", "addmm.default", "mm.default"])}
+            "linear": _aten(["linear.default", "addmm.default", "mm.default"]),
+            "matmul": _aten(["matmul.default", "bmm.default"]),
+            "scale": _aten(["mul.Tensor", "div.Tensor"]),
+            "view": _aten(["view.default", "reshape.default", "_unsafe_view.default",
+                           "expand.default", "clone.default", "contiguous.default"])}
+
+
+def _feeds_softmax(node, t, hops: int = 5) -> bool:
+    """Whether ``node``'s output reaches a softmax through scales, adds (the mask) and
+    reshapes only: the attention scores."""
+    frontier = [node]
+    for _ in range(hops):
+        nxt = []
+        for n in frontier:
+            for u in n.users:
+                if u.target in t["softmax"]:
+                    return True
+                if u.target in t["scale"] | t["add"] | t["view"]:
+                    nxt.append(u)
+        frontier = nxt
+    return False
+
+
+def _is_qk(node, t) -> bool:
+    """The attention scores' Q.K^T matmul, or the scale applied to its output."""
+    if node.target in t["matmul"]:
+        return _feeds_softmax(node, t)
+    if node.target in t["scale"]:
+        src = node.args[0] if node.args else None
+        while getattr(src, "target", None) in t["view"]:
+            src = src.args[0]
+        return getattr(src, "target", None) in t["matmul"] and _feeds_softmax(node, t)
+    return False
 
 
 def graph_has_attention(graph) -> bool:
@@ -140,6 +234,7 @@ def pt2e_filter(value, runtime=None):
     t = _targets()
     soft = t["softmax"]
     resolved: dict = {}
+    order: dict = {}  # graph id -> {node: position}
 
     def keep(node) -> bool:
         if node.op != "call_function":
@@ -155,16 +250,36 @@ def pt2e_filter(value, runtime=None):
             return True
         if "layer_norm" in ops and node.target in t["layer_norm"]:
             return True
+        if "qk_matmul" in ops and _is_qk(node, t):
+            return True
         if "ffn_down" in ops and node.target in t["linear"]:
             src = node.args[0] if node.args else None
             while src is not None and getattr(src, "op", None) == "call_function" and \
                     _in_smooth(src):  # SmoothQuant / AWQ put a scale in between
                 src = src.args[0]
-            return getattr(src, "target", None) in t["gelu"]
+            if getattr(src, "target", None) in t["gelu"]:
+                if key not in order:
+                    order[key] = {n: i for i, n in enumerate(node.graph.nodes)}
+                keep.ffn_down[node.name] = (order[key].get(node, -1), module_path(node))
+                return True
+            return False
         if node.target in t["add"]:
             return ("mask_add" in ops and any(u.target in soft for u in node.users)) or (
                 "layer_norm" in ops and all(u.target in t["layer_norm"] for u in node.users))
         return False
 
     keep.resolved = None
+    keep.ffn_down = {}  # node name -> (position in its graph, module path), as kept float
     return keep
+
+
+def ffn_down_modules(keep) -> list[str]:
+    """Module paths of the FFN down projections ``keep`` (a ``pt2e_filter``) kept float, in
+    graph order (the order a converter emits them in)."""
+    return [path for _, path in sorted(getattr(keep, "ffn_down", {}).values())]
+
+
+def module_path(node) -> str:
+    """The module path (``encoder.layer.0.output.dense``) of an exported graph's node."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    return str(stack[-1][0]).replace("L['self'].", "") if stack else ""

@@ -77,6 +77,10 @@ class Runtime(Protocol):
     # Recipe float_ops "auto": the op kinds (edgeq.quantize.float_ops.FLOAT_OPS) this runtime
     # keeps float in an attention model, chosen by measurement (the rule is in float_ops).
     float_ops_auto: tuple[str, ...]
+    # Recipe dynamic_ops: the kept-float kinds (float_ops.DYNAMIC_OPS) this runtime can run
+    # as dynamic int8, and those ``auto`` does (optional; none when absent).
+    dynamic_ops_supported: tuple[str, ...]
+    dynamic_ops_auto: tuple[str, ...]
 
     def versions(self) -> dict[str, str]:
         """Versions of the packages this runtime uses (for manifests and doctor)."""

@@ -2,10 +2,10 @@
 (``float_ops_auto``, chosen by benchmarks/bench_float_ops.py), ``resolve`` reads it through
 the runtime, an explicit list overrides it, the manifest records what was kept and where it
 came from, and a tiny attention model built on each runtime runs exactly those kinds in
-float (read from the artifact as the runtime executes it: benchmarks/int8_ops.py)."""
+float (read from the artifact as the runtime executes it: each runtime's ``op_kinds``), and
+the kept-float kinds a runtime runs as dynamic int8 (``dynamic_ops``) run that way."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,6 @@ from edgeq.runtimes import get_runtime  # noqa: E402
 from edgeq.stages import ExportOptions, export  # noqa: E402
 from edgeq.targets import get_target  # noqa: E402
 from edgeq.zoo import minilm  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import int8_ops  # noqa: E402
 
 SEQ = 16
 TARGETS = {"executorch": "executorch-xnnpack", "onnx": "onnx-cpu", "tflite": "tflite-xnnpack"}
@@ -89,6 +86,14 @@ def test_pt2e_filter_uses_the_runtime_table():
     assert kept("auto", Table("layer_norm", "ffn_down")) == (("layer_norm", "ffn_down"),
                                                              (0, 5, 2))
     assert kept(("softmax",), Table("ffn_down")) == (("softmax",), (2, 0, 0))
+    keep = float_ops.pt2e_filter(("qk_matmul",), None)
+    nodes = [n for n in graph.nodes if keep(n)]
+    assert sum(n.target in kinds["matmul"] for n in nodes) == 2  # Q.K^T, not probs.V
+    assert sum(n.target in kinds["scale"] for n in nodes) == 2  # and its scale
+    keep = float_ops.pt2e_filter(("ffn_down",), None)
+    assert sum(keep(n) for n in graph.nodes) == 2
+    assert float_ops.ffn_down_modules(keep) == ["encoder.layer.0.output.dense",
+                                                "encoder.layer.1.output.dense"]
 
 
 def test_record():
@@ -101,15 +106,19 @@ def test_record():
     assert float_ops.record("auto", None, rt)["resolved_reason"]
 
 
+def model_and_calib():
+    """The tiny encoder as a LoadedModel, and 32 calibration token batches."""
+    ids, mask = tokens(1, 0)
+    model = LoadedModel("tiny", tiny(), (ids, mask), ["input_ids", "attention_mask"], "0", 1)
+    cids, cmask = tokens(32, 1)
+    return model, Dataset({"input_ids": cids.numpy(), "attention_mask": cmask.numpy()})
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The tiny encoder built on every runtime with ``auto`` and with two explicit lists:
     {(runtime, name): manifest}."""
-    m = tiny()
-    ids, mask = tokens(1, 0)
-    model = LoadedModel("tiny", m, (ids, mask), ["input_ids", "attention_mask"], "0", 1)
-    cids, cmask = tokens(32, 1)
-    calib = Dataset({"input_ids": cids.numpy(), "attention_mask": cmask.numpy()})
+    model, calib = model_and_calib()
     out = {}
     for rt, target in TARGETS.items():
         for value, name in (("auto", "auto"), (["ffn_down"], "explicit"), ([], "none")):
@@ -138,7 +147,7 @@ def test_manifest_records_the_resolved_set(built, rt):
 # kinds that stay float whatever the recipe says (XNNPACK's softmax is float-only, layer
 # norm runs outside it or decomposed), and ONNX Runtime's, whose int8 kernels are changing.
 INT8_CAPABLE = {"executorch": {"mask_add", "ffn_down"}, "onnx": {"ffn_down"},
-                "tflite": {"mask_add", "ffn_down"}}
+                "tflite": {"mask_add", "ffn_down", "qk_matmul"}}
 
 
 @pytest.mark.parametrize("rt", list(TARGETS))
@@ -146,10 +155,99 @@ INT8_CAPABLE = {"executorch": {"mask_add", "ffn_down"}, "onnx": {"ffn_down"},
 def test_artifact_keeps_exactly_the_resolved_ops_float(built, rt, name):
     manifest = built[rt, name]
     resolved = set(manifest["delegation"]["float_ops"]["resolved"])
-    ran = int8_ops.inspect(TARGETS[rt], Path(manifest["artifact"]["path"]))
+    dynamic = set((manifest["delegation"].get("dynamic_ops") or {}).get("resolved") or ())
+    ran = get_runtime(rt).op_kinds(Path(manifest["artifact"]["path"]))
+    assert set(ran) == set(float_ops.FLOAT_OPS)
     for kind in float_ops.FLOAT_OPS:
-        assert ran[kind]["int8"] + ran[kind]["float"] > 0, (kind, ran)  # found in the graph
-        if kind in resolved:
+        assert ran[kind]["int8"] + ran[kind]["float"] + ran[kind].get("dynamic", 0) > 0, \
+            (kind, ran)  # found in the graph
+        if kind in dynamic:
+            assert ran[kind]["runs"] == "dynamic", (rt, name, kind, ran[kind])
+        elif kind in resolved:
             assert ran[kind]["runs"] == "float", (rt, name, kind, ran[kind])
         elif kind in INT8_CAPABLE[rt]:
             assert ran[kind]["runs"] == "int8", (rt, name, kind, ran[kind])
+
+
+# -- dynamic_ops: kept-float FFN down projections as dynamic int8 ----------------------------
+
+def test_resolve_dynamic():
+    lite = get_runtime("tflite")
+    assert float_ops.resolve_dynamic("auto", ("ffn_down", "softmax"), lite) == ("ffn_down",)
+    assert float_ops.resolve_dynamic("auto", ("softmax",), lite) == ()  # ffn_down quantized
+    assert float_ops.resolve_dynamic((), ("ffn_down",), lite) == ()
+    assert float_ops.resolve_dynamic("auto", ("ffn_down",), get_runtime("onnx")) == ()
+    assert float_ops.resolve_dynamic("auto", ("ffn_down",), get_runtime("executorch")) == \
+        ("ffn_down",)
+    assert float_ops.resolve_dynamic(("ffn_down",), ("ffn_down",), Table()) == ("ffn_down",)
+
+
+@pytest.mark.parametrize("rt", ["executorch", "tflite"])
+def test_dynamic_ops_manifest(built, rt):
+    """ExecuTorch's and LiteRT's auto tables run the float FFN down projections as dynamic
+    int8 (read back from the artifact in test_artifact_keeps_exactly_the_resolved_ops_float);
+    with ``float_ops: []`` there is none to convert; ONNX Runtime records nothing (it
+    quantizes them statically)."""
+    rec = built[rt, "auto"]["delegation"]["dynamic_ops"]
+    assert rec["resolved"] == ["ffn_down"] and rec["from"] == f"auto ({rt} table)"
+    assert rec["layers"] == ["encoder.layer.0.output.dense", "encoder.layer.1.output.dense"]
+    assert "input quantized per inference" in rec["executed"]
+    assert built[rt, "none"]["delegation"]["dynamic_ops"]["resolved"] == []
+    assert "dynamic_ops" not in built["onnx", "auto"]["delegation"]
+
+
+@pytest.fixture(scope="module", params=["executorch-xnnpack", "tflite-xnnpack"])
+def variants(request, tmp_path_factory):
+    """The tiny encoder's int8 with dynamic FFN down projections (auto), with them float
+    (``dynamic_ops: []``) and with one under ``keep_float``."""
+    target = request.param
+    model, calib = model_and_calib()
+    out = {}
+    for name, extra in (("dyn", {}), ("float", {"dynamic_ops": []}),
+                        ("keep", {"keep_float": ["encoder.layer.1.output.*"]})):
+        recipe = from_dict({"name": f"int8-{name}", "activation_observer": "minmax", **extra},
+                           "t")
+        out[name] = export(model, get_target(target), recipe, calib, None,
+                           ExportOptions(tmp_path_factory.mktemp(name), force=True))
+    ev = Dataset({"input_ids": tokens(16, 2)[0].numpy(), "attention_mask":
+                  tokens(16, 2)[1].numpy()})
+    return out, model, ev, get_runtime(get_target(target).runtime)
+
+
+def test_dynamic_ffn_down_is_smaller_and_as_faithful(variants):
+    from edgeq.stages import evaluate
+
+    out, model, ev, runtime = variants
+    dyn, flt = out["dyn"], out["float"]
+    # 2 layers x (32 x 64) fp32 weights -> int8: 12 KiB less (plus scales)
+    assert flt["artifact"]["size_bytes"] - dyn["artifact"]["size_bytes"] > 10_000
+    ran = runtime.op_kinds(Path(dyn["artifact"]["path"]))["ffn_down"]
+    assert (ran["runs"], ran["dynamic"], ran.get("delegated", 2)) == ("dynamic", 2, 2), ran
+    ran = runtime.op_kinds(Path(flt["artifact"]["path"]))["ffn_down"]
+    assert (ran["runs"], ran["float"]) == ("float", 2), ran
+    cos = {k: evaluate(Path(v["artifact"]["path"]), ev, model)["fidelity"]["cosine"]
+           for k, v in out.items()}
+    assert cos["dyn"] > 0.999 and abs(cos["dyn"] - cos["float"]) < 0.002, cos
+
+
+def test_keep_float_layer_stays_float(variants):
+    out, _, _, runtime = variants
+    rec = out["keep"]["delegation"]["dynamic_ops"]
+    assert rec["layers"] == ["encoder.layer.0.output.dense"]
+    ran = runtime.op_kinds(Path(out["keep"]["artifact"]["path"]))["ffn_down"]
+    assert (ran["dynamic"], ran["float"]) == (1, 1)
+
+
+def test_dynamic_ops_refused_where_the_runtime_cannot(tmp_path):
+    from helpers import assert_bad_input, invoke
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: int8\nname: dyn\ndynamic_ops: [ffn_down]\n")
+    for target in ("onnx-cpu",):
+        r = invoke(["export", "minilm-l6", "--target", target, "--recipe", str(recipe),
+                    "--calib", "sentences:calib", "--out", str(tmp_path / "o")])
+        assert_bad_input(r, "dynamic_ops", target)
+    recipe.write_text("base: int8\nname: dyn\ndynamic_ops: [softmax]\n")
+    r = invoke(["export", "minilm-l6", "--target", "tflite-xnnpack", "--recipe", str(recipe),
+                "--calib", "sentences:calib", "--out", str(tmp_path / "o")])
+    assert_bad_input(r, "dynamic_ops", "softmax")

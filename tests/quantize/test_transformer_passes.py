@@ -327,8 +327,10 @@ def test_onnx_float_ops_found():
                                                   [0.5] * (16 if n == "w" else 4))
                                for n in ("one", "bias", "w")])
     model = helper.make_model(graph)
-    assert onnx_float_ops.onnx_nodes(model, "auto") == ["mask_add", "softmax", "residual", "ln",
-                                                   "node_mul_7", "gelu", "down", "down_bias"]
+    assert onnx_float_ops.onnx_nodes(model, "auto") == [
+        "scores", "mask_add", "softmax", "residual", "ln", "node_mul_7", "gelu", "down",
+        "down_bias"]  # "scores": qk_matmul, a MatMul of two activations feeding the softmax
+    assert onnx_float_ops.onnx_nodes(model, ("qk_matmul",)) == ["scores", "node_mul_7"]
     assert onnx_float_ops.onnx_nodes(model, ("softmax",)) == ["softmax", "node_mul_7"]
     assert onnx_float_ops.onnx_nodes(model, ()) == ["node_mul_7"]
 

@@ -61,20 +61,64 @@ class _Session:
         return [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs]
 
 
+def _annotate_dynamic_ops(q, recipe, runtime) -> None:
+    """The recipe's ``dynamic_ops`` on ExecuTorch: after the static pass (which leaves the
+    float kinds unannotated), the FFN down projections kept float by ``float_ops`` (not
+    those under ``keep_float``, which the filter never hands to it) get XNNPACKQuantizer's
+    dynamic linear config: int8 per-channel weights, the input quantized per inference, a
+    float output (XNNPACK's qd8-f32-qc8w fully-connected). ``q.dynamic_ops`` becomes the
+    manifest's entry."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import \
+        get_symmetric_quantization_config
+
+    from edgeq.quantize import float_ops
+
+    static = q._annotate_for_quantization_config  # inside annotate, before propagation
+
+    def annotate_static_then_dynamic(model):
+        model = static(model)
+        kinds = float_ops.resolve_dynamic(recipe.dynamic_ops, q.float_ops.resolved, runtime)
+        q.dynamic_ops = float_ops.record_dynamic(recipe.dynamic_ops, kinds, runtime)
+        names = set(q.float_ops.ffn_down) if "ffn_down" in kinds else set()
+        if names:
+            saved, q.filter_fn = q.filter_fn, None
+            try:
+                q._annotate_all_patterns(model, get_symmetric_quantization_config(
+                    is_per_channel=True, is_dynamic=True), lambda n: n.name in names)
+            finally:
+                q.filter_fn = saved
+            q.dynamic_ops.update(layers=float_ops.ffn_down_modules(q.float_ops),
+                                 executed=DYNAMIC_EXECUTED)
+        return model
+
+    q._annotate_for_quantization_config = annotate_static_then_dynamic
+
+
+DYNAMIC_EXECUTED = ("dynamic int8: int8 per-channel weights, input quantized per inference, "
+                    "float output (XNNPACK qd8-f32-qc8w fully-connected)")
+
+
 class ExecuTorchRuntime:
     name = "executorch"
     # Recipe float_ops "auto" on ExecuTorch + XNNPACK: the kinds kept float by the rule
     # in edgeq.quantize.float_ops, measured by benchmarks/bench_float_ops.py (MiniLM-L6,
     # 256 / 256 real sentences, p50 at 1 thread; results/float_ops.json).
-    # All four float: cosine 0.9934, 68.5 MB, 5.3 ms. Each kind quantized alone:
+    # All five float: cosine 0.9937, 68.5 MB, 4.89 ms. Each kind quantized alone:
     #   kind        cosine    MB   p50 ms  runs in int8
     #   softmax     0.9934  68.5     5.4  no: quantizer leaves it float; XNNPACK softmax is fp32
     #   layer_norm  0.8548  68.5     5.4  no: native_layer_norm, fp32, outside XNNPACK
     #   mask_add    0.3752  68.5     5.4  yes
-    #   ffn_down    0.9461  57.9     3.2  yes; SmoothQuant 0.5: 0.9409
-    # All four stay float: int8 ffn_down is 1.7x faster but its int8 output (where the outlier
-    # dimensions are born) costs 0.047 cosine; the others fail on accuracy or stay fp32.
-    float_ops_auto = ("softmax", "layer_norm", "mask_add", "ffn_down")
+    #   ffn_down    0.9461  57.9     2.97 yes; SmoothQuant 0.5: 0.9409
+    #   qk_matmul   0.9934  68.5     4.95 no: XNNPACK's batch matmul is fp32 (only its scale
+    #                                     multiply becomes int8)
+    # (softmax / layer_norm / mask_add timed in an earlier run, ~5.3 ms float-all there.)
+    # All five stay float: int8 ffn_down is 1.6x faster but its int8 output (where the outlier
+    # dimensions are born) costs 0.048 cosine; the others fail on accuracy or stay fp32.
+    float_ops_auto = ("softmax", "layer_norm", "mask_add", "ffn_down", "qk_matmul")
+    # Recipe dynamic_ops "auto": the float FFN down projections as XNNPACK dynamic linears
+    # (qd8-f32-qc8w), same run: cosine 0.9932, 57.9 MB, 3.03 ms.
+    dynamic_ops_auto = ("ffn_down",)
+    dynamic_ops_supported = ("ffn_down",)
     supports_int16_activations = False  # Recipe.int16_layers
     int16_unsupported = "XNNPACKQuantizer and the XNNPACK delegate are int8-only"
 
@@ -95,6 +139,13 @@ class ExecuTorchRuntime:
                      "no C++ compiler: install g++ (apt-get install g++); profiling falls "
                      "back to the Python runtime"))
         return rows
+
+    def op_kinds(self, artifact: Path) -> dict:
+        """How ``artifact`` runs each transformer op kind (``edgeq.quantize.float_ops``:
+        int8, dynamic or float), read from the file as this runtime executes it."""
+        from edgeq.runtimes.executorch.op_kinds import inspect
+
+        return inspect(Path(artifact))
 
     # -- build ---------------------------------------------------------------------------
     def quantizer(self, recipe, qat: bool, keep_float: list[str]):
@@ -125,6 +176,9 @@ class ExecuTorchRuntime:
         q.float_ops = pt2e_filter(recipe.float_ops, self)  # softmax / mask add / layer norm
         keep.append(q.float_ops)
         q.set_filter_function(lambda node: not any(f(node) for f in keep))
+        q.dynamic_ops = None
+        if not qat:
+            _annotate_dynamic_ops(q, recipe, self)
         return q
 
     def build(self, req: BuildRequest) -> Delegation:
@@ -156,6 +210,8 @@ class ExecuTorchRuntime:
 
             delegation.details["float_ops"] = record(req.recipe.float_ops,
                                                      q.float_ops.resolved, self)
+            if q.dynamic_ops is not None:
+                delegation.details["dynamic_ops"] = q.dynamic_ops
         return delegation
 
     def export_and_lower(self, module, req: BuildRequest,

@@ -74,10 +74,20 @@ class OnnxRuntime:
     #   softmax     0.9957  33.7     7.2  no: not quantized in attention graphs (cpu_int8)
     #   layer_norm  0.9957  33.7     7.1  no: not quantized in attention graphs (cpu_int8)
     #   mask_add    0.9957  33.7     7.1  no: not quantized in attention graphs (cpu_int8)
-    #   ffn_down    0.9925  23.1     5.1  yes; SmoothQuant 0.5: 0.9873
+    #   ffn_down    0.9925  23.1     5.1  yes; SmoothQuant 0.5: 0.9977 (per-Linear guard,
+    #                                      smoothquant.choose_alpha; 0.9873 without)
+    #   qk_matmul   not measured: the CPU layout quantizes no activation x activation MatMul
+    #               in an attention graph (cpu_int8 rule 3; float Q.K^T becomes FusedMatMul)
     # ffn_down is quantized: ORT runs it with int8 inputs and a float output (cpu_int8), 1.4x
     # faster and 10.6 MB smaller for 0.003 cosine. Re-measure after ORT changes (--targets).
-    float_ops_auto = ("softmax", "layer_norm", "mask_add")
+    float_ops_auto = ("softmax", "layer_norm", "mask_add", "qk_matmul")
+
+    def op_kinds(self, artifact: Path) -> dict:
+        """How ``artifact`` runs each transformer op kind (``edgeq.quantize.float_ops``:
+        int8, dynamic or float), read from the file as this runtime executes it."""
+        from edgeq.runtimes.onnx.op_kinds import inspect
+
+        return inspect(Path(artifact))
 
     def weight_grid(self, recipe):
         """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""

@@ -1,5 +1,6 @@
 """The float ops of a recipe (``edgeq.quantize.float_ops``: softmax, the attention-mask
-add, the residual add + LayerNorm, the FFN down-projection, SmoothQuant / AWQ scales)
+add, the residual add + LayerNorm, the FFN down-projection, the Q.K^T scores and their scale,
+SmoothQuant / AWQ scales)
 found in an ONNX graph, as ``nodes_to_exclude`` for ``quantize_static``."""
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def onnx_nodes(model, value, runtime=None) -> list[str]:
     down += [t for n in nodes if n.name in down for t in _input_tail(n, producer)]
     down += [n.name for n in nodes if n.op_type == "Add" and any(i in down_out for i in n.input)
              and any(i in inits for i in n.input)]
+    qk = _qk_nodes(nodes, users, inits) if "qk_matmul" in ops else set()
     out = []
     for n in nodes:
-        if n.name in down:
+        if n.name in down or n.name in qk:
             out.append(n.name)
             continue
         scopes = _onnx_scopes(n)
@@ -52,6 +54,25 @@ def onnx_nodes(model, value, runtime=None) -> list[str]:
         elif "layer_norm" in ops and n.op_type == "Add" and _only_feeds(
                 users.get(n.output[0], []) if n.output else [], "LayerNormalization"):
             out.append(n.name)
+    return out
+
+
+def _qk_nodes(nodes, users, inits, hops: int = 5) -> set[str]:
+    """The attention scores: MatMuls of two activations (no initializer) whose output
+    reaches a Softmax through Mul / Div / Add / reshapes, and those Mul / Div (the scale)."""
+    through = {"Mul", "Div", "Add", "Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze"}
+    out: set[str] = set()
+    for n in nodes:
+        if n.op_type != "MatMul" or any(i in inits for i in n.input):
+            continue
+        path, frontier = [], [n]
+        for _ in range(hops):
+            nxt = [u for m in frontier for o in m.output for u in users.get(o, [])]
+            if any(u.op_type == "Softmax" for u in nxt):
+                out |= {n.name} | {m.name for m in path if m.op_type in ("Mul", "Div")}
+                break
+            frontier = [u for u in nxt if u.op_type in through]
+            path += frontier
     return out
 
 

@@ -54,15 +54,21 @@ class LiteRTRuntime:
     # Recipe float_ops "auto" on LiteRT + XNNPACK: the kinds kept float by the rule
     # in edgeq.quantize.float_ops, measured by benchmarks/bench_float_ops.py (MiniLM-L6,
     # 256 / 256 real sentences, p50 at 1 thread; results/float_ops.json).
-    # All four float: cosine 0.9935, 68.9 MB, 6.3 ms. Each kind quantized alone:
+    # All five float: cosine 0.9937, 68.9 MB, 4.38 ms. Each kind quantized alone:
     #   kind        cosine    MB   p50 ms  runs in int8
-    #   softmax     0.9935  68.9     6.2  no: its quantizer leaves it float
-    #   layer_norm  0.8529  68.9     6.5  no: decomposed (mean, rsqrt ...), runs fp32
-    #   mask_add    0.3751  68.9     6.2  yes
-    #   ffn_down    0.9457  58.3     4.2  yes; SmoothQuant 0.5: 0.9406
-    # All four stay float: int8 ffn_down is 1.5x faster but its int8 output (where the outlier
-    # dimensions are born) costs 0.048 cosine; the others fail on accuracy or stay fp32.
-    float_ops_auto = ("softmax", "layer_norm", "mask_add", "ffn_down")
+    #   softmax     0.9937  68.9     4.49  no: its quantizer leaves it float
+    #   layer_norm  0.8546  68.9     4.42  no: decomposed (mean, rsqrt ...), runs fp32
+    #   mask_add    0.3752  68.9     4.50  yes
+    #   ffn_down    0.9460  58.3     2.61  yes; SmoothQuant 0.5: 0.9486
+    #   qk_matmul   0.9935  68.9     6.34  yes, in LiteRT's kernel: XNNPACK has no int8
+    #                                      batch matmul, the graph splits in 7 partitions
+    # All five stay float: int8 ffn_down is 1.7x faster but its int8 output (where the outlier
+    # dimensions are born) costs 0.048 cosine; the others fail on accuracy or speed.
+    float_ops_auto = ("softmax", "layer_norm", "mask_add", "ffn_down", "qk_matmul")
+    # Recipe dynamic_ops "auto": the float FFN down projections run as dynamic-range int8
+    # (edgeq.runtimes.tflite.dynamic_ops), same run: cosine 0.9933, 58.3 MB, 2.52 ms.
+    dynamic_ops_auto = ("ffn_down",)
+    dynamic_ops_supported = ("ffn_down",)
 
     def weight_grid(self, recipe):
         """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""
@@ -81,6 +87,13 @@ class LiteRTRuntime:
         return [(pkg, v[pkg] != "missing",
                  v[pkg] if v[pkg] != "missing" else f"pip install {pkg} ({why[pkg]})")
                 for pkg in why]
+
+    def op_kinds(self, artifact: Path) -> dict:
+        """How ``artifact`` runs each transformer op kind (``edgeq.quantize.float_ops``:
+        int8, dynamic or float), read from the file as this runtime executes it."""
+        from edgeq.runtimes.tflite.op_kinds import inspect
+
+        return inspect(Path(artifact))
 
     # -- build ---------------------------------------------------------------------------
     def quantizer(self, recipe, qat: bool, keep_float: list[str]):
@@ -117,6 +130,8 @@ class LiteRTRuntime:
                 module = convert.single_quantization(module)
             with req.progress.task(f"converting to LiteRT for {req.target.name}"):
                 content = convert.convert(module, req.model, q)
+            if q is not None:
+                content, dynamic = self._dynamic_ops(content, req, q, keep)
             if req.recipe.quantized and io == "float":
                 content = convert.float_io(content)
             elif req.recipe.quantized and io == "int8":
@@ -128,8 +143,35 @@ class LiteRTRuntime:
 
             delegation.details["float_ops"] = record(req.recipe.float_ops,
                                                      q.float_ops.resolved, self)
+            delegation.details["dynamic_ops"] = dynamic
         atomic_write(req.out_path, content)
         return delegation
+
+    def _dynamic_ops(self, content: bytes, req: BuildRequest, q, keep) -> tuple[bytes, dict]:
+        """The recipe's ``dynamic_ops``: kept-float FFN down projections made dynamic-range
+        int8 (``edgeq.runtimes.tflite.dynamic_ops``); (content, the manifest's entry)."""
+        from edgeq.quantize import float_ops
+        from edgeq.runtimes.tflite import dynamic_ops as dyn
+
+        value = req.recipe.dynamic_ops
+        kinds = float_ops.resolve_dynamic(value, q.float_ops.resolved, self)
+        entry = float_ops.record_dynamic(value, kinds, self)
+        modules = float_ops.ffn_down_modules(q.float_ops) if "ffn_down" in kinds else []
+        if not modules:
+            return content, entry
+        scopes, layers, why = dyn.select(dyn.ffn_down_scopes(content), modules, keep)
+        if scopes:
+            with req.progress.task(f"making {len(scopes)} FFN down projections dynamic "
+                                   "int8 with ai-edge-quantizer"):
+                content = dyn.apply(content, scopes)
+            done = dyn.hybrid_count(content, scopes)
+            if done != len(scopes):
+                why = f"{len(scopes) - done} of {len(scopes)} stayed float"
+        entry.update(layers=layers, executed=dyn.EXECUTED if scopes else None,
+                     tool="ai-edge-quantizer " + self.versions()["ai-edge-quantizer"])
+        if why:
+            entry["note"] = why
+        return content, entry
 
     def _from_tflite(self, req: BuildRequest, io: str) -> bytes:
         """An existing .tflite as MODEL: copied for fp32, quantized with ai-edge-quantizer

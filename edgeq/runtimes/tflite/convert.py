@@ -36,6 +36,22 @@ def quiet_converter():
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old
 
 
+def run_ai_edge_quantizer(content: bytes, rm, what: str) -> bytes:
+    """``content`` quantized by ai-edge-quantizer with recipe manager ``rm``; its failure
+    is one BadInput line saying ``what`` could not be done."""
+    from ai_edge_quantizer import quantizer as aeq
+
+    try:
+        with quiet_converter():
+            result = aeq.Quantizer(bytearray(content), rm.get_quantization_recipe()).quantize(
+                enable_progress_report=False)
+    except Exception as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()),
+                     type(e).__name__)
+        raise BadInput(f"ai-edge-quantizer could not {what}: {first[:300]}") from e
+    return bytes(result.quantized_model)
+
+
 def _quantizer_class():
     """litert-torch's PT2EQuantizer with three fixes for torch 2.13 / torchao 0.18, which
     litert-torch 0.10 predates:

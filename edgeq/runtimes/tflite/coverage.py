@@ -74,7 +74,14 @@ def read_ops(model: bytes) -> list[Op]:
 # -- XNNPACK: measured -----------------------------------------------------------------------
 def xnnpack_delegation(model: bytes) -> Delegation:
     """Load ``model`` with the XNNPACK delegate (the interpreter's default) and count the
-    original nodes each DELEGATE node replaced.
+    original nodes each DELEGATE node replaced (``delegated_ops``)."""
+    originals, delegated, _ = delegated_ops(model)
+    fallback = Counter(n["op_name"] for n in originals if n["index"] not in delegated)
+    return Delegation(len(delegated), len(originals), dict(fallback))
+
+
+def delegated_ops(model: bytes) -> tuple[list[dict], set[int], object]:
+    """(the original op details, the indices of those XNNPACK took, the interpreter).
 
     A delegate partition's inputs are every tensor its nodes read from outside it (weights
     included), so its nodes are found by walking back from its outputs through producers
@@ -98,8 +105,7 @@ def xnnpack_delegation(model: bytes) -> Delegation:
             delegated.add(idx)
             stack += [producer[int(t)] for t in by_index[idx]["inputs"]
                       if int(t) >= 0 and int(t) not in boundary and int(t) in producer]
-    fallback = Counter(n["op_name"] for n in originals if n["index"] not in delegated)
-    return Delegation(len(delegated), len(originals), dict(fallback))
+    return originals, delegated, it
 
 
 # -- NNAPI: predicted ------------------------------------------------------------------------

@@ -61,24 +61,21 @@ def _version() -> str:
 
 
 def _quantize(content: bytes, recipe) -> tuple[bytes, str, str]:
-    from ai_edge_quantizer import qtyping, quantizer as aeq, recipe_manager
+    from ai_edge_quantizer import qtyping, recipe_manager
 
-    from edgeq.runtimes.tflite.convert import quiet_converter
+    from edgeq.runtimes.tflite.convert import run_ai_edge_quantizer
 
     G = qtyping.QuantGranularity
     rm = recipe_manager.RecipeManager()  # its add_* calls check the config against a policy
     fc = qtyping.TFLOperationName.FULLY_CONNECTED
+    what = f"apply {recipe.name}"
     try:
         executed, acts = _configure(rm, fc, G, recipe)
-        with quiet_converter():
-            result = aeq.Quantizer(bytearray(content), rm.get_quantization_recipe()).quantize(
-                enable_progress_report=False)
     except Exception as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()),
                      type(e).__name__)
-        raise BadInput(f"ai-edge-quantizer could not apply {recipe.name}: {first[:300]}") \
-            from e
-    return bytes(result.quantized_model), executed, acts
+        raise BadInput(f"ai-edge-quantizer could not {what}: {first[:300]}") from e
+    return run_ai_edge_quantizer(content, rm, what), executed, acts
 
 
 def _configure(rm, fc, G, recipe) -> tuple[str, str]:
