@@ -112,7 +112,7 @@ def export(model, target, recipe, calib, qat, opts: ExportOptions, progress=QUIE
 
         grid_of = getattr(runtime, "weight_grid", None)  # the runtime's own int4 / int8 grid
         model, facts = passes.apply(recipe, model, selected, progress,
-                                    grid_of(recipe) if grid_of else None)
+                                    grid_of(recipe) if grid_of else None, runtime)
         if facts:
             extra["passes"] = facts
     delegation = runtime.build(BuildRequest(model, recipe, target, selected, qat, out, progress))

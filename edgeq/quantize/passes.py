@@ -39,11 +39,12 @@ def pt2e_weight_config(cfg, recipe):
     return dataclasses.replace(cfg, weight=weight)
 
 
-def apply(recipe, model, calib, progress=None, grid=None):
+def apply(recipe, model, calib, progress=None, grid=None, runtime=None):
     """(LoadedModel with the rewritten module, facts for the manifest), or (model, None)
     when the recipe asks for no pass. ``calib``: the selected calibration Dataset;
     ``grid``: the target's weight grid for GPTQ / AWQ (``edgeq.quantize.gptq.Grid``; None:
-    ``gptq.grid_of(recipe)``)."""
+    ``gptq.grid_of(recipe)``); ``runtime``: the target's, for SmoothQuant
+    (``edgeq.quantize.transformer.smooth_plan``)."""
     if not active(recipe):
         return model, None
     import copy
@@ -81,7 +82,8 @@ def apply(recipe, model, calib, progress=None, grid=None):
 
     rounding = recipe.weight_rounding
     if transformer.wanted(recipe):
-        facts.update(transformer.apply(recipe, module, batches, skip, progress, grid))
+        facts.update(transformer.apply(recipe, module, batches, skip, progress, grid,
+                                       runtime))
         names = adaround.quantizable_layers(module, skip)  # SmoothQuant wrapped Linears
         if rounding in transformer.GPTQ_AWQ:  # done: the rest (convs) keep nearest
             names = [k for k in names if not isinstance(module.get_submodule(k),

@@ -14,7 +14,8 @@ Q / DQ, slower than fp32. Measured on this host (x86-64, AVX512-VNNI, 1 thread, 
 * MiniLM-L6 (256 sentences): 0.64x -> 1.65x (2.08x in a second run, load ~6) with the FFN
   down projection int8 (ORT's ``float_ops`` auto set now), mean cosine 0.9925 -> 0.9925;
   1.34x at 0.9957 with it float; SmoothQuant 0.5 (fixed here, see ``restore_metadata``)
-  0.9991 at 1.33x with it float, 0.9873 with it int8. Before, 18 of 36 Linears ran as
+  0.9991 at 1.33x with it float, 0.9873 with it int8 (0.9977 since SmoothQuant's
+  per-Linear guard, ``smoothquant.choose_alpha``). Before, 18 of 36 Linears ran as
   float MatMuls on dequantized weights, 275 Q/DQ nodes at run time.
 
 Per rule (MiniLM, 64 calibration / 64 eval sentences, exploratory runs): uint8 alone
