@@ -42,16 +42,30 @@ def _fake_quant_class():
 
         def __init__(self, obs):
             super().__init__()
+            self.qmin, self.qmax = int(obs.quant_min), int(obs.quant_max)
+            self.enabled = True
+            # A dynamic input (recipe dynamic_ops, int8-dynamic): its range is each
+            # inference's own min / max, taken per sample here.
+            self.dynamic = bool(getattr(obs, "is_dynamic", False))
+            if self.dynamic:
+                self.axis = None
+                return
             scale, zp = obs.calculate_qparams()
             self.register_buffer("scale", scale.detach().float().reshape(-1))
             self.register_buffer("zero_point", zp.detach().to(torch.int32).reshape(-1))
-            self.qmin, self.qmax = int(obs.quant_min), int(obs.quant_max)
             self.axis = getattr(obs, "ch_axis", None) if self.scale.numel() > 1 else None
-            self.enabled = True
 
         def forward(self, x):
             if not self.enabled:
                 return x
+            if self.dynamic:
+                flat = x.reshape(x.shape[0], -1)
+                lo = flat.amin(1).clamp(max=0).reshape(-1, *[1] * (x.dim() - 1))
+                hi = flat.amax(1).clamp(min=0).reshape(lo.shape)
+                scale = ((hi - lo) / (self.qmax - self.qmin)).clamp(min=1e-12)
+                zp = (self.qmin - torch.round(lo / scale)).clamp(self.qmin, self.qmax)
+                return (torch.round(x / scale) + zp).clamp(self.qmin, self.qmax).sub(zp) \
+                    .mul(scale)
             if self.axis is not None:
                 return torch.fake_quantize_per_channel_affine(
                     x, self.scale, self.zero_point, self.axis, self.qmin, self.qmax)

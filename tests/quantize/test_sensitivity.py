@@ -144,3 +144,51 @@ def test_fake_quant_matches_torch():
     want = torch.fake_quantize_per_tensor_affine(x, 0.0371, -5, -128, 127)
     assert torch.equal(fq(x), want)
     assert torch.equal(fq(x.contiguous(memory_format=torch.channels_last)), want)
+
+
+def test_dynamic_input_fake_quant_is_per_sample():
+    """A dynamic observer (recipe dynamic_ops, int8-dynamic) has no calibrated range: the
+    simulator quantizes each sample over its own min / max, as the runtime does per
+    inference."""
+    import torch
+
+    from edgeq.quantize.sensitivity import _fake_quant_class
+
+    class Obs:
+        quant_min, quant_max, is_dynamic = -128, 127, True
+
+        def calculate_qparams(self):
+            raise AssertionError("a dynamic observer has no calibrated qparams")
+
+    fq = _fake_quant_class()(Obs())
+    x = torch.randn(3, 5, 7) * torch.tensor([1.0, 10.0, 100.0]).reshape(3, 1, 1)
+    y = fq(x)
+    for i in range(3):
+        lo, hi = min(float(x[i].min()), 0.0), max(float(x[i].max()), 0.0)
+        scale = (hi - lo) / 255
+        zp = -128 - round(lo / scale)
+        want = torch.fake_quantize_per_tensor_affine(x[i], scale, zp, -128, 127)
+        assert torch.allclose(y[i], want, atol=1e-5 * scale), i
+
+
+def test_sensitivity_runs_with_dynamic_ffn_down():
+    """ExecuTorch's int8 runs a transformer's FFN down projections as dynamic int8
+    (``dynamic_ops: auto``): the simulation handles their dynamic inputs and ranks every
+    Linear."""
+    from helpers import tiny_tokens
+    from edgeq.models import LoadedModel
+    from edgeq.zoo import minilm
+
+    torch.manual_seed(0)
+    m = minilm.build(vocab=100, hidden=32, layers=2, heads=4, inner=64, positions=16).eval()
+    ids, mask = tiny_tokens(1, 0, 16)
+    model = LoadedModel("tiny", m, (ids, mask), ["input_ids", "attention_mask"], "0", 1)
+
+    def ds(n, seed):
+        i, k = tiny_tokens(n, seed, 16)
+        return Dataset({"input_ids": i.numpy(), "attention_mask": k.numpy()})
+
+    out = analyze(model, get_target("executorch-xnnpack"), PRESETS["int8"], ds(16, 1),
+                  ds(8, 2), QUIET, metric="cosine")
+    names = {r["name"] for r in out["layers"]}
+    assert "encoder.layer.0.output.dense" in names and len(names) == 12, names
