@@ -80,19 +80,21 @@ def load(name: str, n_calib: int, n_eval: int):
 
 
 def cached_passes(timings: dict):
-    """Memoise edgeq.quantize.passes.apply per (model, pass fields): the passes do not
-    depend on the target. Their wall time goes to ``timings``."""
+    """Memoise edgeq.quantize.passes.apply per (model, pass fields, target weight grid):
+    the CNN passes benchmarked here (CLE, AdaRound, bias correction) do not depend on the
+    target runtime otherwise (SmoothQuant, which does, is not used here). Their wall time
+    goes to ``timings``."""
     from edgeq.quantize import passes
 
     original, memo = passes.apply, {}
 
-    def apply(recipe, model, calib, progress=None):
+    def apply(recipe, model, calib, progress=None, grid=None, runtime=None):
         key = (id(model.module), recipe.equalize, recipe.equalize_relu6,
                recipe.weight_rounding, recipe.bias_correction, recipe.weight_granularity,
-               len(calib) if calib is not None else 0)
+               len(calib) if calib is not None else 0, repr(grid))
         if key not in memo:
             t = time.perf_counter()
-            memo[key] = original(recipe, model, calib, progress)
+            memo[key] = original(recipe, model, calib, progress, grid, runtime)
             timings[key] = round(time.perf_counter() - t, 1)
         return memo[key]
 

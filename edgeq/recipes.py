@@ -80,8 +80,10 @@ class Recipe:
     # strength alpha in [0, 1] (None: off). weight_rounding ``gptq`` / ``awq``: GPTQ, AWQ.
     float_ops: str | tuple[str, ...] = "auto"
     # Of the kinds kept float, those run as dynamic int8 (int8 weights, input quantized per
-    # inference, float output) where the runtime can: ``auto`` its measured
-    # ``dynamic_ops_auto`` table (LiteRT: ffn_down), ``[]`` truly float.
+    # inference, float output): ``auto`` the runtime's measured ``dynamic_ops_auto`` table
+    # (ExecuTorch and LiteRT with XNNPACK: ffn_down) when float_ops is auto too, ``[]``
+    # truly float; a list is refused by a runtime that cannot (ONNX Runtime, which
+    # quantizes ffn_down statically with a float output instead).
     dynamic_ops: str | tuple[str, ...] = "auto"
     smoothquant: float | None = None
     version: int = 1

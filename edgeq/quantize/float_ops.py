@@ -78,6 +78,9 @@ SMOOTH_CLASS = "Smooth"  # edgeq.quantize.smoothquant.Smooth
 def _check_kinds(value, where: str, field: str, allowed, hint: str):
     if value in ("auto", None):
         return "auto"
+    if not isinstance(value, (str, list, tuple)):
+        raise BadInput(f"recipe {where}: {field} must be 'auto' or a list of op kinds "
+                       f"({', '.join(allowed)}), not {value!r}")
     items = (value,) if isinstance(value, str) else tuple(value or ())
     bad = [v for v in items if v not in allowed]
     if bad:
@@ -98,10 +101,17 @@ def check_dynamic(value, where: str):
                         "the float_ops kinds with weights; or 'auto', or [] for float")
 
 
-def resolve_dynamic(value, floated, runtime=None) -> tuple[str, ...]:
+def resolve_dynamic(value, floated, runtime=None, float_value="auto") -> tuple[str, ...]:
     """Of the kinds kept float (``floated``, resolved), those ``runtime`` runs as dynamic
-    int8: the recipe's list, or with ``auto`` the runtime's ``dynamic_ops_auto`` table."""
-    table = getattr(runtime, "dynamic_ops_auto", ()) if value in ("auto", None) else value
+    int8: the recipe's list, or with ``auto`` the runtime's ``dynamic_ops_auto`` table,
+    and that only when ``float_value`` (the recipe's ``float_ops``) is ``auto`` too: a
+    recipe that lists the float kinds itself keeps them float unless it lists
+    ``dynamic_ops`` as well."""
+    if value in ("auto", None):
+        table = getattr(runtime, "dynamic_ops_auto", ()) if float_value in ("auto", None) \
+            else ()
+    else:
+        table = value
     return tuple(k for k in DYNAMIC_OPS if k in table and k in (floated or ()))
 
 
@@ -181,7 +191,9 @@ def _targets():
             "matmul": _aten(["matmul.default", "bmm.default"]),
             "scale": _aten(["mul.Tensor", "div.Tensor"]),
             "view": _aten(["view.default", "reshape.default", "_unsafe_view.default",
-                           "expand.default", "clone.default", "contiguous.default"])}
+                           "expand.default", "clone.default", "contiguous.default"]),
+            "between": _aten(["dropout.default", "clone.default", "contiguous.default",
+                              "alias.default", "detach.default"])}
 
 
 def _feeds_softmax(node, t, hops: int = 5) -> bool:
@@ -234,7 +246,7 @@ def pt2e_filter(value, runtime=None):
     t = _targets()
     soft = t["softmax"]
     resolved: dict = {}
-    order: dict = {}  # graph id -> {node: position}
+    order: dict = {}  # graph id -> (graph, {node: position})
 
     def keep(node) -> bool:
         if node.op != "call_function":
@@ -254,13 +266,15 @@ def pt2e_filter(value, runtime=None):
             return True
         if "ffn_down" in ops and node.target in t["linear"]:
             src = node.args[0] if node.args else None
-            while src is not None and getattr(src, "op", None) == "call_function" and \
-                    _in_smooth(src):  # SmoothQuant / AWQ put a scale in between
+            # SmoothQuant / AWQ's scale, an eval-mode dropout (timm Mlp, T5) or a copy may
+            # sit between the GELU and the Linear
+            while src is not None and getattr(src, "op", None) == "call_function" and (
+                    _in_smooth(src) or src.target in t["between"]):
                 src = src.args[0]
             if getattr(src, "target", None) in t["gelu"]:
-                if key not in order:
-                    order[key] = {n: i for i, n in enumerate(node.graph.nodes)}
-                keep.ffn_down[node.name] = (order[key].get(node, -1), module_path(node))
+                if key not in order:  # the graph is kept too: its id cannot be reused
+                    order[key] = (node.graph, {n: i for i, n in enumerate(node.graph.nodes)})
+                keep.ffn_down[node.name] = (order[key][1].get(node, -1), module_path(node))
                 return True
             return False
         if node.target in t["add"]:

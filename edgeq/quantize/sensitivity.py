@@ -44,8 +44,8 @@ def _fake_quant_class():
             super().__init__()
             self.qmin, self.qmax = int(obs.quant_min), int(obs.quant_max)
             self.enabled = True
-            # A dynamic input (recipe dynamic_ops, int8-dynamic): its range is each
-            # inference's own min / max, taken per sample here.
+            # A dynamic input (recipe dynamic_ops, int8-dynamic): XNNPACK quantizes each
+            # row (token) over its own min / max at run time, and so does this.
             self.dynamic = bool(getattr(obs, "is_dynamic", False))
             if self.dynamic:
                 self.axis = None
@@ -59,9 +59,8 @@ def _fake_quant_class():
             if not self.enabled:
                 return x
             if self.dynamic:
-                flat = x.reshape(x.shape[0], -1)
-                lo = flat.amin(1).clamp(max=0).reshape(-1, *[1] * (x.dim() - 1))
-                hi = flat.amax(1).clamp(min=0).reshape(lo.shape)
+                lo = x.amin(-1, keepdim=True).clamp(max=0)
+                hi = x.amax(-1, keepdim=True).clamp(min=0)
                 scale = ((hi - lo) / (self.qmax - self.qmin)).clamp(min=1e-12)
                 zp = (self.qmin - torch.round(lo / scale)).clamp(self.qmin, self.qmax)
                 return (torch.round(x / scale) + zp).clamp(self.qmin, self.qmax).sub(zp) \

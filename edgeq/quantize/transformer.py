@@ -34,7 +34,8 @@ def smooth_plan(recipe, module, batches, skip, runtime) -> tuple[tuple, list | N
     floated = float_ops.resolve(recipe.float_ops, attention, runtime)
     how = "static"
     if "ffn_down" in floated:
-        dynamic = float_ops.resolve_dynamic(recipe.dynamic_ops, floated, runtime)
+        dynamic = float_ops.resolve_dynamic(recipe.dynamic_ops, floated, runtime,
+                                            recipe.float_ops)
         how = "dynamic" if "ffn_down" in dynamic else "float"
     guarded = [n for n in names if how != "dynamic" or n not in down]
     extra = tuple(down) if how == "float" else ()

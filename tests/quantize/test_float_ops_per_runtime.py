@@ -180,6 +180,37 @@ def test_resolve_dynamic():
     assert float_ops.resolve_dynamic("auto", ("ffn_down",), get_runtime("executorch")) == \
         ("ffn_down",)
     assert float_ops.resolve_dynamic(("ffn_down",), ("ffn_down",), Table()) == ("ffn_down",)
+    # a recipe listing its float kinds keeps them float unless it lists dynamic_ops too
+    assert float_ops.resolve_dynamic("auto", ("ffn_down",), lite, ("ffn_down",)) == ()
+    assert float_ops.resolve_dynamic(("ffn_down",), ("ffn_down",), lite, ("ffn_down",)) == \
+        ("ffn_down",)
+
+
+@pytest.mark.parametrize("value", [True, 3, {"a": 1}])
+def test_recipe_dynamic_ops_of_the_wrong_type_is_bad_input(value):
+    from edgeq.errors import BadInput
+
+    for field in ("dynamic_ops", "float_ops"):
+        with pytest.raises(BadInput, match=field):
+            from_dict({"name": "x", field: value}, "t")
+
+
+def test_ffn_down_found_through_dropout():
+    """An eval-mode dropout between the GELU and the Linear (timm's Mlp, T5) is seen
+    through."""
+    class Mlp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+            self.act, self.drop = torch.nn.GELU(), torch.nn.Dropout(0.1)
+
+        def forward(self, x):
+            return torch.softmax(self.fc2(self.drop(self.act(self.fc1(x)))), -1)
+
+    graph = torch.export.export(Mlp().eval(), (torch.randn(2, 8),)).module().graph
+    keep = float_ops.pt2e_filter(("ffn_down",), None)
+    assert sum(keep(n) for n in graph.nodes) == 1
+    assert float_ops.ffn_down_modules(keep) == ["fc2"]
 
 
 @pytest.mark.parametrize("rt", ["executorch", "tflite"])

@@ -146,10 +146,10 @@ def test_fake_quant_matches_torch():
     assert torch.equal(fq(x.contiguous(memory_format=torch.channels_last)), want)
 
 
-def test_dynamic_input_fake_quant_is_per_sample():
+def test_dynamic_input_fake_quant_is_per_row():
     """A dynamic observer (recipe dynamic_ops, int8-dynamic) has no calibrated range: the
-    simulator quantizes each sample over its own min / max, as the runtime does per
-    inference."""
+    simulator quantizes each row (token) over its own min / max, as XNNPACK's dynamic
+    linear does at run time."""
     import torch
 
     from edgeq.quantize.sensitivity import _fake_quant_class
@@ -164,11 +164,12 @@ def test_dynamic_input_fake_quant_is_per_sample():
     x = torch.randn(3, 5, 7) * torch.tensor([1.0, 10.0, 100.0]).reshape(3, 1, 1)
     y = fq(x)
     for i in range(3):
-        lo, hi = min(float(x[i].min()), 0.0), max(float(x[i].max()), 0.0)
-        scale = (hi - lo) / 255
-        zp = -128 - round(lo / scale)
-        want = torch.fake_quantize_per_tensor_affine(x[i], scale, zp, -128, 127)
-        assert torch.allclose(y[i], want, atol=1e-5 * scale), i
+        for r in range(5):
+            lo, hi = min(float(x[i, r].min()), 0.0), max(float(x[i, r].max()), 0.0)
+            scale = (hi - lo) / 255
+            zp = -128 - round(lo / scale)
+            want = torch.fake_quantize_per_tensor_affine(x[i, r], scale, zp, -128, 127)
+            assert torch.allclose(y[i, r], want, atol=1e-5 * scale), (i, r)
 
 
 def test_sensitivity_runs_with_dynamic_ffn_down():
@@ -188,7 +189,26 @@ def test_sensitivity_runs_with_dynamic_ffn_down():
         i, k = tiny_tokens(n, seed, 16)
         return Dataset({"input_ids": i.numpy(), "attention_mask": k.numpy()})
 
-    out = analyze(model, get_target("executorch-xnnpack"), PRESETS["int8"], ds(16, 1),
-                  ds(8, 2), QUIET, metric="cosine")
+    import edgeq.quantize.sensitivity as sens
+
+    made = []
+    real = sens._fake_quant_class
+
+    def spy():
+        cls = real()
+
+        class Spy(cls):
+            def __init__(self, obs):
+                super().__init__(obs)
+                made.append(self)
+        return Spy
+
+    sens._fake_quant_class = spy
+    try:
+        out = analyze(model, get_target("executorch-xnnpack"), PRESETS["int8"], ds(16, 1),
+                      ds(8, 2), QUIET, metric="cosine")
+    finally:
+        sens._fake_quant_class = real
     names = {r["name"] for r in out["layers"]}
     assert "encoder.layer.0.output.dense" in names and len(names) == 12, names
+    assert sum(f.dynamic for f in made) == 2, "one dynamic input per FFN down projection"

@@ -140,7 +140,7 @@ def onnx_built(tmp_path_factory):
     return out
 
 
-def test_onnx_smoothquant_guarded_and_not_worse_than_plain_int8(onnx_built):
+def test_onnx_smoothquant_plans_static_and_is_not_worse_than_plain_int8(onnx_built):
     # ONNX Runtime quantizes the FFN down projection's input statically: every Linear is
     # guarded. (The tiny model quantizes almost losslessly, ~0.99999 either way; MiniLM-L6's
     # numbers are in edgeq.quantize.smoothquant's docstring.)

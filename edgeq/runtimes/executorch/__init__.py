@@ -72,30 +72,43 @@ def _annotate_dynamic_ops(q, recipe, runtime) -> None:
         get_symmetric_quantization_config
 
     from edgeq.quantize import float_ops
+    from edgeq.quantize.passes import pt2e_weight_config
 
     static = q._annotate_for_quantization_config  # inside annotate, before propagation
 
     def annotate_static_then_dynamic(model):
         model = static(model)
-        kinds = float_ops.resolve_dynamic(recipe.dynamic_ops, q.float_ops.resolved, runtime)
+        kinds = float_ops.resolve_dynamic(recipe.dynamic_ops, q.float_ops.resolved, runtime,
+                                          recipe.float_ops)
         q.dynamic_ops = float_ops.record_dynamic(recipe.dynamic_ops, kinds, runtime)
         names = set(q.float_ops.ffn_down) if "ffn_down" in kinds else set()
         if names:
             saved, q.filter_fn = q.filter_fn, None
+            # per channel whatever the recipe says: XNNPACK's dynamic linear is per channel
+            cfg = pt2e_weight_config(get_symmetric_quantization_config(
+                is_per_channel=True, is_dynamic=True), recipe)
             try:
-                q._annotate_all_patterns(model, get_symmetric_quantization_config(
-                    is_per_channel=True, is_dynamic=True), lambda n: n.name in names)
+                q._annotate_all_patterns(model, cfg, lambda n: n.name in names)
             finally:
                 q.filter_fn = saved
             q.dynamic_ops.update(layers=float_ops.ffn_down_modules(q.float_ops),
                                  executed=DYNAMIC_EXECUTED)
+        elif kinds:
+            q.dynamic_ops.update(layers=[], note="no FFN down projection (a Linear fed by a "
+                                                 "GELU) was found in the graph")
         return model
 
     q._annotate_for_quantization_config = annotate_static_then_dynamic
 
 
-DYNAMIC_EXECUTED = ("dynamic int8: int8 per-channel weights, input quantized per inference, "
-                    "float output (XNNPACK qd8-f32-qc8w fully-connected)")
+def _dynamic_requested(recipe) -> bool:
+    """Whether the recipe lists ``dynamic_ops`` explicitly (not ``auto``, not empty)."""
+    return recipe.dynamic_ops not in ("auto", None) and bool(recipe.dynamic_ops)
+
+
+DYNAMIC_EXECUTED = ("dynamic int8: int8 per-channel weights (whatever the recipe's "
+                    "granularity), input quantized per inference, float output (XNNPACK "
+                    "qd8-f32-qc8w fully-connected)")
 
 
 class ExecuTorchRuntime:
@@ -179,6 +192,9 @@ class ExecuTorchRuntime:
         q.dynamic_ops = None
         if not qat:
             _annotate_dynamic_ops(q, recipe, self)
+        elif _dynamic_requested(recipe):
+            q.dynamic_ops = {"requested": list(recipe.dynamic_ops), "resolved": [],
+                             "note": "not applied with QAT (the layers are trained float)"}
         return q
 
     def build(self, req: BuildRequest) -> Delegation:

@@ -153,11 +153,26 @@ class LiteRTRuntime:
         from edgeq.quantize import float_ops
         from edgeq.runtimes.tflite import dynamic_ops as dyn
 
-        value = req.recipe.dynamic_ops
-        kinds = float_ops.resolve_dynamic(value, q.float_ops.resolved, self)
+        value, auto = req.recipe.dynamic_ops, req.recipe.dynamic_ops in ("auto", None)
+        kinds = float_ops.resolve_dynamic(value, q.float_ops.resolved, self,
+                                          req.recipe.float_ops)
+        why_not = None
+        if kinds and req.qat is not None:
+            why_not = "not applied after QAT (the layers were trained float)"
+        elif kinds and auto and req.target.delegate != "xnnpack":
+            why_not = (f"auto is measured on XNNPACK only; {req.target.delegate} keeps them "
+                       "float (list them in dynamic_ops to convert anyway)")
+        if why_not:
+            kinds = ()
         entry = float_ops.record_dynamic(value, kinds, self)
+        if why_not:
+            entry["note"] = why_not
         modules = float_ops.ffn_down_modules(q.float_ops) if "ffn_down" in kinds else []
+        if not kinds:
+            return content, entry
         if not modules:
+            entry.update(layers=[], note="no FFN down projection (a Linear fed by a GELU) "
+                                         "was found in the graph")
             return content, entry
         scopes, layers, why = dyn.select(dyn.ffn_down_scopes(content), modules, keep)
         if scopes:

@@ -36,9 +36,9 @@ def quiet_converter():
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old
 
 
-def run_ai_edge_quantizer(content: bytes, rm, what: str) -> bytes:
+def run_ai_edge_quantizer(content: bytes, rm, what: str, error=BadInput) -> bytes:
     """``content`` quantized by ai-edge-quantizer with recipe manager ``rm``; its failure
-    is one BadInput line saying ``what`` could not be done."""
+    is one ``error`` line saying ``what`` could not be done."""
     from ai_edge_quantizer import quantizer as aeq
 
     try:
@@ -48,7 +48,7 @@ def run_ai_edge_quantizer(content: bytes, rm, what: str) -> bytes:
     except Exception as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()),
                      type(e).__name__)
-        raise BadInput(f"ai-edge-quantizer could not {what}: {first[:300]}") from e
+        raise error(f"ai-edge-quantizer could not {what}: {first[:300]}") from e
     return bytes(result.quantized_model)
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 
-EXECUTED = ("dynamic-range int8: int8 per-channel weights, input quantized per inference, "
-            "float output (hybrid FULLY_CONNECTED)")
+EXECUTED = ("dynamic-range int8: int8 per-channel weights (whatever the recipe's "
+            "granularity), input quantized per inference, float output (hybrid "
+            "FULLY_CONNECTED)")
 _THROUGH = ("MUL", "RESHAPE", "DEQUANTIZE", "QUANTIZE")
 
 
@@ -72,6 +73,7 @@ def apply(content: bytes, scopes: list[str]) -> bytes:
     (per-channel int8 weights)."""
     from ai_edge_quantizer import qtyping, recipe_manager
 
+    from edgeq.errors import RuntimeFailure
     from edgeq.runtimes.tflite.convert import run_ai_edge_quantizer
 
     if not scopes:
@@ -81,7 +83,8 @@ def apply(content: bytes, scopes: list[str]) -> bytes:
     rm.add_dynamic_config(regex=regex, operation_name=qtyping.TFLOperationName.FULLY_CONNECTED,
                           num_bits=8, granularity=qtyping.QuantGranularity.CHANNELWISE)
     return run_ai_edge_quantizer(content, rm, "make the FFN down projections dynamic int8 "
-                                 "(set dynamic_ops: [] in the recipe to keep them float)")
+                                 "(set dynamic_ops: [] in the recipe to keep them float)",
+                                 RuntimeFailure)
 
 
 def hybrid_count(content: bytes, scopes: list[str]) -> int:
