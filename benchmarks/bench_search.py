@@ -7,7 +7,7 @@ the budget to half that drop (so plain int8 misses it by construction); run the 
 (sensitivity ranking simulated once per quantizer, every trial exported and evaluated on
 the real artifact). Records per trial the float / 16-bit layers, drop and size, the chosen
 recipe, whether the budget was met, and wall times. Where the target supports 16-bit
-activations (``Recipe.int16_layers``: ONNX Runtime) the search tries them before float;
+activations (``Recipe.int16_layers``: ONNX Runtime) the search tries them after the float search;
 the same budget is then searched again float-only (``float_only`` in the row), so the
 two choices' sizes can be compared. ``int16`` in the row says what the search did.
 
@@ -99,8 +99,10 @@ def prepare_data(model_name: str, work: Path, calib_n: int, eval_n: int) -> tupl
 
 
 def _summary(report: dict, before: set) -> tuple[dict, dict]:
-    """(the cell the latest search chose, its search block)."""
-    cell = [c for c in report["results"] if c.get("search") and id(c) not in before][-1]
+    """(the cell the latest search chose, its search block): a cell not searched before,
+    else (both searches chose the same configuration) the last searched one."""
+    searched = [c for c in report["results"] if c.get("search")]
+    cell = ([c for c in searched if id(c) not in before] or searched)[-1]
     return cell, cell["search"]
 
 
@@ -130,7 +132,7 @@ def run_cell(model_name: str, target: str, calib: str, ev: str, work: Path, max_
     t_search = time.perf_counter() - t1
     cell, s = _summary(report, set())
     float_only = None
-    if s["int16"] == "tried before float":  # the same budget, float layers only
+    if s["int16"] == "tried after float":  # the same budget, float layers only
         before = {id(c) for c in report["results"] if c.get("search")}
         cell["search"] = None  # so the plain cell is searched again, not skipped
         plain.pop("search", None)

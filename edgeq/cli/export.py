@@ -41,8 +41,8 @@ from edgeq.cli.options import (calib_option, calib_samples_option, force_option,
               help="--max-accuracy-drop: exports tried per target, the plain recipe included.")
 @click.option("--try-int16/--no-try-int16", default=True, show_default=True,
               help="--max-accuracy-drop: try the most sensitive layers at 16-bit activations "
-                   "(int8 weights, recipe int16_layers) before float, where the target "
-                   "supports it.")
+                   "(int8 weights, recipe int16_layers) once the float search is done, "
+                   "where the target supports it: smaller than float when it passes.")
 @click.option("--profile-runs", default=0, show_default=True, metavar="N",
               help="Also profile every artifact on this machine with N timed runs (0: skip), "
                    "for a side-by-side latency column.")

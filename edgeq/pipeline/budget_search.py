@@ -25,7 +25,7 @@ SEARCH_KEYS = ("max_accuracy_drop", "max_trials", "int16")
 
 def parse_search(d, w, spec):
     """The pipeline's ``search: {max_accuracy_drop: X, max_trials: N, int16: true}`` ->
-    SearchOptions (``int16``: 16-bit activations tried before float where supported);
+    SearchOptions (``int16``: 16-bit activations tried after the float search, where supported);
     BadInput naming file:line (called by ``spec.load_spec``)."""
     from edgeq.pipeline.spec import _int, _line, _unknown
     from edgeq.quantize.search import DEFAULT_MAX_TRIALS, SearchOptions
@@ -48,7 +48,7 @@ def parse_search(d, w, spec):
     int16 = s.get("int16", True)
     if not isinstance(int16, bool):
         raise w.err(_line(s, "int16", line), "'int16' must be true (try the most sensitive "
-                    "layers at 16-bit activations before float, where the target supports "
+                    "layers at 16-bit activations after the float search, where the target supports "
                     f"it) or false, got '{int16}'")
     if spec.data is None:
         raise w.err(line, "'search' measures accuracy on the artifacts: add 'data: EVAL'")

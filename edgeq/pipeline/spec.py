@@ -30,7 +30,7 @@ The format::
 ``search``: the accuracy-budget search of ``export --max-accuracy-drop`` for every
 quantized cell whose measured drop exceeds ``max_accuracy_drop`` (points of the metric);
 ``max_trials`` (default 8) counts the plain recipe; ``int16`` (default true) tries layers at
-16-bit activations before float where the target supports it. See ``edgeq.pipeline.budget_search``.
+16-bit activations after the float search (instead of its float layers) where the target supports it. See ``edgeq.pipeline.budget_search``.
 """
 from __future__ import annotations
 
