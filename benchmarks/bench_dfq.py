@@ -296,12 +296,7 @@ def merge(out: Path, parts: list[Path]) -> int:
             mine["targets"].update(r["targets"])
             mine.update({k: v for k, v in r.items() if k not in ("targets", "passes_s")})
             mine.setdefault("passes_s", {}).update(r.get("passes_s", {}))
-    rows = goals(results)
-    results["goals"] = [{"model": m, "what": t, "goal": g, "passed": ok} for m, t, g, ok in rows]
-    print_tables(results, rows)
-    common.write_json(results, out)
-    print(f"\nwrote {out}")
-    return 0 if all(ok for *_, ok in rows) else 1
+    return common.write_results(results, goals(results), out, print_tables)
 
 
 if __name__ == "__main__":

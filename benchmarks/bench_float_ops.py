@@ -193,9 +193,7 @@ def pick_auto(rows: list) -> dict:
 def print_tables(results: dict, goals: list) -> None:
     print(f"\n{'target':20} {'row':18} {'cosine':>8} {'MB':>6} {'p50 ms':>8}  int8 ops")
     for r in results["rows"]:
-        cos = f"{r['cosine']:.4f}" if r.get("cosine") is not None else "n/a"
-        mb = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-"
-        lat = f"{r['latency_ms_p50']:.2f}" if r.get("latency_ms_p50") else "-"
+        cos, mb, lat = common.row_cells(r)
         ops = " ".join(f"{k}:{v['runs']}" for k, v in (r.get("int8_ops") or {}).items())
         print(f"{r['target']:20} {r['row']:18} {cos:>8} {mb:>6} {lat:>8}  {ops}")
     print(f"\nauto per runtime (rule: {RULE})")
@@ -266,12 +264,7 @@ def rescore(path: Path) -> int:
     results = json.loads(path.read_text())
     results["auto"] = pick_auto(results["rows"])
     results["rule"] = RULE
-    rows = goal_rows(results)
-    results["goals"] = [{"model": m, "what": t, "goal": g, "passed": ok} for m, t, g, ok in rows]
-    print_tables(results, rows)
-    common.write_json(results, path)
-    print(f"\nrescored {path.relative_to(common.HERE.parent)}")
-    return 0 if all(ok for *_, ok in rows) else 1
+    return common.write_results(results, goal_rows(results), path, print_tables, "(rescored)")
 
 
 def _by(results: dict, target: str, auto: dict):

@@ -132,9 +132,7 @@ def goals(rows: list) -> list:
 def print_tables(results: dict, rows: list) -> None:
     print(f"\n{'target':20} {'recipe':18} {'cosine':>8} {'MB':>7} {'p50 ms':>8}")
     for r in results["rows"]:
-        cos = f"{r['cosine']:.4f}" if r.get("cosine") is not None else "n/a"
-        mb = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-"
-        lat = f"{r['latency_ms_p50']:.2f}" if r.get("latency_ms_p50") else "-"
+        cos, mb, lat = common.row_cells(r)
         print(f"{r['target']:20} {r['recipe']:18} {cos:>8} {mb:>7} {lat:>8}")
     common.print_goals(rows, 58)
 

@@ -372,11 +372,29 @@ def finish(results: dict, rows: list, name: str, quick: bool, started: float,
     """Record goals, wall time and end load in ``results``, print the tables, write
     results/<name>.json (<name>.quick.json with --quick), warn on a busy machine. Returns
     the exit status: 1 when a goal failed."""
-    results["goals"] = [{"model": m, "what": t, "goal": g, "passed": ok} for m, t, g, ok in rows]
     results["wall_s"] = round(time.time() - started, 1)
     results["host"]["loadavg_end"] = os.getloadavg()
-    print_tables(results, rows)
-    out = write_json(results, RESULTS / (f"{name}.quick.json" if quick else f"{name}.json"))
-    print(f"\nwrote {out.relative_to(HERE.parent)} ({results['wall_s']} s)")
+    status = write_results(results, rows, RESULTS / (f"{name}.quick.json" if quick else
+                                                     f"{name}.json"),
+                           print_tables, f"({results['wall_s']} s)")
     load_warning(results["host"])
+    return status
+
+
+def row_cells(r: dict) -> tuple[str, str, str]:
+    """A MiniLM row's cosine, size (MB) and p50 (ms) as table cells; n/a / - when absent."""
+    return (f"{r['cosine']:.4f}" if r.get("cosine") is not None else "n/a",
+            f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "-",
+            f"{r['latency_ms_p50']:.2f}" if r.get("latency_ms_p50") else "-")
+
+
+def write_results(results: dict, rows: list, out: Path,
+                  print_tables: Callable[[dict, list], None], what: str = "") -> int:
+    """Record the goal ``rows`` in ``results``, print the tables, write ``out``; the exit
+    status: 1 when a goal failed. (``finish`` for a run; alone to re-score or merge.)"""
+    results["goals"] = [{"model": m, "what": t, "goal": g, "passed": ok} for m, t, g, ok in rows]
+    print_tables(results, rows)
+    out = write_json(results, out)
+    shown = out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out
+    print(f"\nwrote {shown}" + (f" {what}" if what else ""))
     return 0 if all(ok for *_, ok in rows) else 1

@@ -33,10 +33,11 @@ def quantizable_layers(module, skip=()) -> list[str]:
     """Names of the Conv1d/Conv2d/Linear modules not under a ``skip`` name."""
     from torch import nn
 
+    from edgeq.quantize.pt2e import under
+
     out = []
     for name, m in module.named_modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and not any(
-                name == k or name.startswith(k + ".") for k in skip):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and not under(name, skip):
             out.append(name)
     return out
 

@@ -155,6 +155,32 @@ def record_dynamic(value, resolved, runtime=None) -> dict:
     return out
 
 
+NO_FFN_DOWN = "no FFN down projection (a Linear fed by a GELU) was found in the graph"
+
+
+def plan_dynamic(recipe, floated, runtime, qat: bool = False,
+                 delegate: str | None = None) -> tuple[tuple[str, ...], dict]:
+    """(the kinds to run as dynamic int8, the manifest's entry) for a static build: the
+    recipe's ``dynamic_ops`` resolved (``resolve_dynamic``), none after QAT (the layers
+    were trained float), and ``auto`` only on the delegates the runtime's table was
+    measured on (``dynamic_ops_measured_on``); the entry says why when that drops any."""
+    value = recipe.dynamic_ops
+    kinds = resolve_dynamic(value, floated, runtime, recipe.float_ops)
+    measured_on = getattr(runtime, "dynamic_ops_measured_on", None)
+    why = None
+    if kinds and qat:
+        why = "not applied with QAT (the layers were trained float)"
+    elif kinds and value in ("auto", None) and measured_on and delegate not in measured_on:
+        why = (f"auto is measured on {', '.join(measured_on)} only; {delegate} keeps them "
+               "float (list them in dynamic_ops to convert anyway)")
+    if why:
+        kinds = ()
+    entry = record_dynamic(value, kinds, runtime)
+    if why:
+        entry["note"] = why
+    return kinds, entry
+
+
 def op_entry(int8: int, flt: int, dynamic: int = 0, **extra) -> dict:
     """How one kind runs in a built artifact (each runtime's ``op_kinds``, read from the
     artifact as the runtime executes it): ``runs`` is ``int8``, ``dynamic`` (int8 weights,

@@ -39,6 +39,11 @@ def activation_observer(recipe):
     return observer_for(recipe)
 
 
+def under(name: str, modules) -> bool:
+    """Whether module ``name`` is one of ``modules`` (resolved names) or inside one."""
+    return any(name == k or name.startswith(k + ".") for k in modules)
+
+
 def resolve_keep_float(module, patterns) -> list[str]:
     """Module names matching the ``--keep-float`` patterns; a pattern matching nothing is an
     error (a typo would otherwise silently quantize everything)."""

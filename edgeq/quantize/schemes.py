@@ -81,13 +81,12 @@ def linear_layers(module, keep_float=()) -> list[dict]:
     BadInput). BadInput when none is left: nothing would be quantized."""
     import torch
 
-    from edgeq.quantize.pt2e import resolve_keep_float
+    from edgeq.quantize.pt2e import resolve_keep_float, under
 
     keep = resolve_keep_float(module, keep_float)
-    kept = lambda n: any(n == k or n.startswith(k + ".") for k in keep)  # noqa: E731
     layers = [{"name": n, "in_features": m.in_features, "out_features": m.out_features}
               for n, m in module.named_modules()
-              if isinstance(m, torch.nn.Linear) and not kept(n)]
+              if isinstance(m, torch.nn.Linear) and not under(n, keep)]
     if not layers:
         raise BadInput("the model has no Linear layer to quantize" +
                        (" outside --keep-float" if keep else "") +

@@ -94,8 +94,10 @@ def linear_layers(module, skip=()) -> list[str]:
     """Names of the nn.Linear modules not under a ``skip`` name, in registration order."""
     from torch import nn
 
+    from edgeq.quantize.pt2e import under
+
     return [n for n, m in module.named_modules() if isinstance(m, nn.Linear) and
-            not any(n == k or n.startswith(k + ".") for k in skip)]
+            not under(n, skip)]
 
 
 def set_module(module, name: str, new) -> None:

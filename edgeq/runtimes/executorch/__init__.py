@@ -61,7 +61,7 @@ class _Session:
         return [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs]
 
 
-def _annotate_dynamic_ops(q, recipe, runtime) -> None:
+def _annotate_dynamic_ops(q, recipe, runtime, qat: bool) -> None:
     """The recipe's ``dynamic_ops`` on ExecuTorch: after the static pass (which leaves the
     float kinds unannotated), the FFN down projections kept float by ``float_ops`` (not
     those under ``keep_float``, which the filter never hands to it) get XNNPACKQuantizer's
@@ -78,9 +78,9 @@ def _annotate_dynamic_ops(q, recipe, runtime) -> None:
 
     def annotate_static_then_dynamic(model):
         model = static(model)
-        kinds = float_ops.resolve_dynamic(recipe.dynamic_ops, q.float_ops.resolved, runtime,
-                                          recipe.float_ops)
-        q.dynamic_ops = float_ops.record_dynamic(recipe.dynamic_ops, kinds, runtime)
+        # quantized ExecuTorch builds are XNNPACK's (the Vulkan target refuses them)
+        kinds, q.dynamic_ops = float_ops.plan_dynamic(recipe, q.float_ops.resolved, runtime,
+                                                      qat, "xnnpack")
         names = set(q.float_ops.ffn_down) if "ffn_down" in kinds else set()
         if names:
             saved, q.filter_fn = q.filter_fn, None
@@ -94,16 +94,10 @@ def _annotate_dynamic_ops(q, recipe, runtime) -> None:
             q.dynamic_ops.update(layers=float_ops.ffn_down_modules(q.float_ops),
                                  executed=DYNAMIC_EXECUTED)
         elif kinds:
-            q.dynamic_ops.update(layers=[], note="no FFN down projection (a Linear fed by a "
-                                                 "GELU) was found in the graph")
+            q.dynamic_ops.update(layers=[], note=float_ops.NO_FFN_DOWN)
         return model
 
     q._annotate_for_quantization_config = annotate_static_then_dynamic
-
-
-def _dynamic_requested(recipe) -> bool:
-    """Whether the recipe lists ``dynamic_ops`` explicitly (not ``auto``, not empty)."""
-    return recipe.dynamic_ops not in ("auto", None) and bool(recipe.dynamic_ops)
 
 
 DYNAMIC_EXECUTED = ("dynamic int8: int8 per-channel weights (whatever the recipe's "
@@ -132,6 +126,7 @@ class ExecuTorchRuntime:
     # (qd8-f32-qc8w), same run: cosine 0.9932, 57.9 MB, 3.03 ms.
     dynamic_ops_auto = ("ffn_down",)
     dynamic_ops_supported = ("ffn_down",)
+    dynamic_ops_measured_on = ("xnnpack",)  # delegates ``auto`` applies on
     supports_int16_activations = False  # Recipe.int16_layers
     int16_unsupported = "XNNPACKQuantizer and the XNNPACK delegate are int8-only"
 
@@ -190,11 +185,7 @@ class ExecuTorchRuntime:
         keep.append(q.float_ops)
         q.set_filter_function(lambda node: not any(f(node) for f in keep))
         q.dynamic_ops = None
-        if not qat:
-            _annotate_dynamic_ops(q, recipe, self)
-        elif _dynamic_requested(recipe):
-            q.dynamic_ops = {"requested": list(recipe.dynamic_ops), "resolved": [],
-                             "note": "not applied with QAT (the layers are trained float)"}
+        _annotate_dynamic_ops(q, recipe, self, qat)
         return q
 
     def build(self, req: BuildRequest) -> Delegation:

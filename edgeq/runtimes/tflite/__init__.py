@@ -69,6 +69,7 @@ class LiteRTRuntime:
     # (edgeq.runtimes.tflite.dynamic_ops), same run: cosine 0.9933, 58.3 MB, 2.52 ms.
     dynamic_ops_auto = ("ffn_down",)
     dynamic_ops_supported = ("ffn_down",)
+    dynamic_ops_measured_on = ("xnnpack",)  # delegates ``auto`` applies on
 
     def weight_grid(self, recipe):
         """The weight grid this runtime's quantizer rounds ``recipe``'s weights on."""
@@ -153,26 +154,13 @@ class LiteRTRuntime:
         from edgeq.quantize import float_ops
         from edgeq.runtimes.tflite import dynamic_ops as dyn
 
-        value, auto = req.recipe.dynamic_ops, req.recipe.dynamic_ops in ("auto", None)
-        kinds = float_ops.resolve_dynamic(value, q.float_ops.resolved, self,
-                                          req.recipe.float_ops)
-        why_not = None
-        if kinds and req.qat is not None:
-            why_not = "not applied after QAT (the layers were trained float)"
-        elif kinds and auto and req.target.delegate != "xnnpack":
-            why_not = (f"auto is measured on XNNPACK only; {req.target.delegate} keeps them "
-                       "float (list them in dynamic_ops to convert anyway)")
-        if why_not:
-            kinds = ()
-        entry = float_ops.record_dynamic(value, kinds, self)
-        if why_not:
-            entry["note"] = why_not
-        modules = float_ops.ffn_down_modules(q.float_ops) if "ffn_down" in kinds else []
+        kinds, entry = float_ops.plan_dynamic(req.recipe, q.float_ops.resolved, self,
+                                              req.qat is not None, req.target.delegate)
         if not kinds:
             return content, entry
+        modules = float_ops.ffn_down_modules(q.float_ops)
         if not modules:
-            entry.update(layers=[], note="no FFN down projection (a Linear fed by a GELU) "
-                                         "was found in the graph")
+            entry.update(layers=[], note=float_ops.NO_FFN_DOWN)
             return content, entry
         scopes, layers, why = dyn.select(dyn.ffn_down_scopes(content), modules, keep)
         if scopes:

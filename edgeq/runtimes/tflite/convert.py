@@ -77,6 +77,8 @@ def _quantizer_class():
     from litert_torch.quantize import pt2e_quantizer_utils as utils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
+    from edgeq.quantize.pt2e import under
+
     aten = torch.ops.aten
     # aten op -> the source callable litert-torch's annotators look for.
     sources = {aten.add.Tensor: operator.add, aten.add_.Tensor: operator.add,
@@ -121,7 +123,7 @@ def _quantizer_class():
                 return False
             for path, *_ in (node.meta.get("nn_module_stack") or {}).values():
                 path = str(path).replace("L['self'].", "")
-                if any(path == k or path.startswith(k + ".") for k in self.keep_float):
+                if under(path, self.keep_float):
                     return False
             return True
 

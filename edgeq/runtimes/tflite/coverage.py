@@ -11,7 +11,7 @@ an op the table accepts."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgeq.runtimes.base import Delegation
 
@@ -27,12 +27,21 @@ _TYPE_NAMES = {F32: "float32", F16: "float16", I32: "int32", U8: "uint8", I64: "
 @dataclass
 class Op:
     """One operator of subgraph 0: builtin name (or custom code), op version, and for each
-    input / output tensor its (type code, shape, is constant, zero point or None)."""
+    input / output tensor its (type code, shape, is constant, zero point or None); the
+    tensors' indices, and the output tensors' names (ai-edge-quantizer's op scope)."""
 
     name: str
     version: int
     inputs: list
     outputs: list
+    input_ids: list = field(default_factory=list)
+    output_ids: list = field(default_factory=list)
+    output_names: list = field(default_factory=list)
+
+    @property
+    def scope(self) -> str:
+        """ai-edge-quantizer's name for the op: its output tensor names joined by ``;``."""
+        return ";".join(self.output_names) + ";"
 
 
 def read_ops(model: bytes) -> list[Op]:
@@ -65,9 +74,10 @@ def read_ops(model: bytes) -> list[Op]:
     for j in range(sg.OperatorsLength()):
         o = sg.Operators(j)
         name, version = codes[o.OpcodeIndex()]
-        ops.append(Op(name, version, [tensor(int(i)) for i in o.InputsAsNumpy()]
-                      if o.InputsLength() else [],
-                      [tensor(int(i)) for i in o.OutputsAsNumpy()] if o.OutputsLength() else []))
+        ins = [int(i) for i in o.InputsAsNumpy()] if o.InputsLength() else []
+        outs = [int(i) for i in o.OutputsAsNumpy()] if o.OutputsLength() else []
+        ops.append(Op(name, version, [tensor(i) for i in ins], [tensor(i) for i in outs], ins,
+                      outs, [sg.Tensors(i).Name().decode() for i in outs]))
     return ops
 
 

@@ -24,31 +24,22 @@ _THROUGH = ("MUL", "RESHAPE", "DEQUANTIZE", "QUANTIZE")
 def ffn_down_scopes(content: bytes) -> list[str]:
     """Scopes (ai-edge-quantizer's op names: output tensor names joined by ``;``) of the
     float FULLY_CONNECTED ops fed by a GELU, in execution order."""
-    from ai_edge_litert import schema_py_generated as fb
+    from edgeq.runtimes.tflite.coverage import F32, read_ops
 
-    m = fb.Model.GetRootAs(content, 0)
-    sg = m.Subgraphs(0)
-    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-    producer: dict[int, tuple[str, object]] = {}
+    ops = read_ops(content)
+    producer = {t: op for op in ops for t in op.output_ids}
     out = []
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        c = m.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "")
-        ins = [int(t) for t in op.InputsAsNumpy()] if op.InputsLength() else []
-        outs = [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
-        for t in outs:
-            producer[t] = (name, op)
-        if name != "FULLY_CONNECTED" or len(ins) < 2 or sg.Tensors(ins[0]).Type() != 0 \
-                or sg.Tensors(ins[1]).Type() != 0:  # float input and float weights
-            continue
-        src = producer.get(ins[0])
+    for op in ops:
+        if op.name != "FULLY_CONNECTED" or len(op.inputs) < 2 or \
+                not all(t is not None and t[0] == F32 for t in op.inputs[:2]):
+            continue  # float input and float weights only
+        src = producer.get(op.input_ids[0])
         for _ in range(4):
-            if src is None or src[0] not in _THROUGH:
+            if src is None or src.name not in _THROUGH:
                 break
-            src = producer.get(int(src[1].Inputs(0)))
-        if src is not None and src[0] == "GELU":
-            out.append(";".join(sg.Tensors(t).Name().decode() for t in outs) + ";")
+            src = producer.get(src.input_ids[0])
+        if src is not None and src.name == "GELU":
+            out.append(op.scope)
     return out
 
 
@@ -62,9 +53,9 @@ def select(scopes: list[str], modules: list[str], keep_float) -> tuple[list[str]
     if len(scopes) != len(modules):
         return [], [], (f"found {len(scopes)} float FFN down projections in the .tflite for "
                         f"{len(modules)} in the PyTorch graph; kept them float")
-    kept = tuple(keep_float or ())
-    pairs = [(s, m) for s, m in zip(scopes, modules)
-             if not any(m == k or m.startswith(k + ".") for k in kept)]
+    from edgeq.quantize.pt2e import under
+
+    pairs = [(s, m) for s, m in zip(scopes, modules) if not under(m, keep_float or ())]
     return [s for s, _ in pairs], [m for _, m in pairs], None
 
 
@@ -89,16 +80,8 @@ def apply(content: bytes, scopes: list[str]) -> bytes:
 
 def hybrid_count(content: bytes, scopes: list[str]) -> int:
     """How many of ``scopes`` are now FULLY_CONNECTED with float input and int8 weights."""
-    from ai_edge_litert import schema_py_generated as fb
+    from edgeq.runtimes.tflite.coverage import F32, I8, read_ops
 
-    m = fb.Model.GetRootAs(content, 0)
-    sg = m.Subgraphs(0)
-    want, n = set(scopes), 0
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        outs = [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
-        if ";".join(sg.Tensors(t).Name().decode() for t in outs) + ";" in want \
-                and op.InputsLength() >= 2:
-            n += (sg.Tensors(int(op.Inputs(0))).Type() == 0
-                  and sg.Tensors(int(op.Inputs(1))).Type() == 9)
-    return n
+    want = set(scopes)
+    return sum(1 for op in read_ops(content) if op.scope in want and len(op.inputs) >= 2
+               and op.inputs[0][0] == F32 and op.inputs[1][0] == I8)
